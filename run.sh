@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One entry point for setup, the demo and the tests.
+#   ./run.sh          create .venv if needed, install recon, run the default demo end to end
+#   ./run.sh test     create .venv if needed, install recon, run the test suite
+#   ./run.sh ARGS...  anything else is passed to python inside the environment
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${RECON_VENV:-.venv}"
+PY="${PYTHON:-python3}"
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "[run.sh] creating virtual environment in $VENV"
+    "$PY" -m venv "$VENV"
+  fi
+  # Reinstall only when pyproject.toml changed since the last install.
+  local stamp="$VENV/.recon-installed"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "[run.sh] installing recon and its dependencies"
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$VENV/bin/python" -m pip install -q -e ".[test]"
+    touch "$stamp"
+  fi
+}
+
+setup
+case "${1:-demo}" in
+  demo)
+    exec "$VENV/bin/python" -m recon.demo "${@:2}"
+    ;;
+  test)
+    exec "$VENV/bin/python" -m pytest tests "${@:2}"
+    ;;
+  *)
+    exec "$VENV/bin/python" "$@"
+    ;;
+esac
