@@ -20,6 +20,9 @@ def user_errors_exit(main):
 
     @functools.wraps(main)
     def wrapped(argv):
+        from absl import logging
+
+        logging.set_verbosity(logging.WARNING)  # keep JAX's backend probing out of the user's terminal
         try:
             return main(argv)
         except InputError as e:

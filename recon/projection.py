@@ -80,17 +80,27 @@ def interpolate(grid, points, kernel: str = "kaiser_bessel", oversampling: float
     """
     n = grid.shape[0]
     width = KERNEL_WIDTHS[kernel]
-    first = jnp.floor(points).astype(jnp.int32) - (width // 2 - 1)
-    offsets = jnp.arange(width, dtype=jnp.int32)
-    idx = first[:, :, None] + offsets  # (N, 3, W)
-    weights = interpolation_kernel(points[:, :, None] - idx.astype(points.dtype), kernel, oversampling)
-    weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
-    weights = jnp.where((idx >= 0) & (idx < n), weights, 0.0)
-    idx = jnp.clip(idx, 0, n - 1)
-    ix, iy, iz = idx[:, 0], idx[:, 1], idx[:, 2]
-    values = grid[iz[:, :, None, None], iy[:, None, :, None], ix[:, None, None, :]]  # (N, W, W, W)
-    w = weights[:, 2, :, None, None] * weights[:, 1, None, :, None] * weights[:, 0, None, None, :]
-    return jnp.sum(values * w, axis=(1, 2, 3))
+    axes = []  # per axis (x, y, z): lists of W index arrays (N,) and W weight arrays (N,)
+    for axis in range(3):
+        p = points[:, axis]
+        first = jnp.floor(p) - (width // 2 - 1)
+        idx = [first + k for k in range(width)]
+        w = [interpolation_kernel(p - i, kernel, oversampling) for i in idx]
+        total = sum(w)
+        w = [jnp.where((i >= 0) & (i < n), wk / total, 0.0) for i, wk in zip(idx, w)]
+        idx = [jnp.clip(i, 0, n - 1).astype(jnp.int32) for i in idx]
+        axes.append((idx, w))
+    (ix, wx), (iy, wy), (iz, wz) = axes
+    flat = grid.reshape(-1)
+    # One flat gather per kernel tap (much faster on CPU than one gather of shape (N, W, W, W)).
+    out = 0.0
+    for kz in range(width):
+        for ky in range(width):
+            wzy = wz[kz] * wy[ky]
+            row = (iz[kz] * n + iy[ky]) * n
+            for kx in range(width):
+                out = out + flat[row + ix[kx]] * (wzy * wx[kx])
+    return out
 
 
 def trilinear_sample(grid, points):

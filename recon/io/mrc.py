@@ -77,11 +77,18 @@ def write_map(path, volume: np.ndarray, pixel_size_angstrom: float) -> None:
             handle.voxel_size = float(pixel_size_angstrom)
             handle.header.origin = (0.0, 0.0, 0.0)
             handle.update_header_stats()
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class StackReader:

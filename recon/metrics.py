@@ -1,0 +1,287 @@
+"""Map comparison: Fourier shell correlation, and alignment over rotations, shifts and both hands.
+
+An ab-initio map is defined only up to a rotation, a translation and its hand, so it is aligned to the reference
+before the FSC. The transform found maps the moving map ``A`` onto the reference:
+
+    aligned(x) = A_h(R^T (x - t)),   A_h = A, or A mirrored through z = 0 (``hand = "flipped"``),
+
+with ``x`` in Angstrom about the box centre, ``R`` reported as RELION Euler angles and ``t`` in Angstrom.
+
+The search: (1) both maps are Fourier-cropped to a small working box; (2) every rotation of a grid with a
+12-degree step is scored by the best FFT cross-correlation over integer shifts, for both hands; (3) the best
+candidates are refined by Nelder-Mead on the correlation of the full maps (rotation vector + shift).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.ndimage
+import scipy.optimize
+
+import jax
+import jax.numpy as jnp
+
+from recon import conventions, projection, quadrature
+
+
+# ----------------------------------------------------------------------------------------------------------
+# FSC.
+
+
+def fsc(map_a: np.ndarray, map_b: np.ndarray) -> np.ndarray:
+    """FSC in shells of one Fourier pixel: ``(D // 2 + 1,)`` values for shells ``0 .. D // 2``."""
+    fa = conventions.centred_fft3(np.asarray(map_a, np.float64))
+    fb = conventions.centred_fft3(np.asarray(map_b, np.float64))
+    size = map_a.shape[0]
+    c = conventions.box_coordinates(size)
+    r = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
+    shell = np.round(r).astype(int).ravel()
+    n_shells = size // 2 + 1
+    keep = shell < n_shells
+    shell = shell[keep]
+    cross = np.bincount(shell, (fa * np.conj(fb)).real.ravel()[keep], n_shells)
+    pa = np.bincount(shell, (np.abs(fa) ** 2).ravel()[keep], n_shells)
+    pb = np.bincount(shell, (np.abs(fb) ** 2).ravel()[keep], n_shells)
+    return cross / np.sqrt(np.maximum(pa * pb, 1e-300))
+
+
+def shell_frequencies(size: int, pixel_size_angstrom: float) -> np.ndarray:
+    """Frequencies (1/Angstrom) of the FSC shells."""
+    return np.arange(size // 2 + 1) / (size * pixel_size_angstrom)
+
+
+def resolution_at(curve: np.ndarray, pixel_size_angstrom: float, threshold: float) -> float:
+    """Resolution (Angstrom) where the FSC first falls below ``threshold`` (linear interpolation between shells);
+    Nyquist (2 pixels) if it never does."""
+    size = 2 * (len(curve) - 1)
+    freqs = shell_frequencies(size, pixel_size_angstrom)
+    below = np.nonzero(curve[1:] < threshold)[0]
+    if len(below) == 0:
+        return 2.0 * pixel_size_angstrom
+    i = below[0] + 1
+    f0, f1, c0, c1 = freqs[i - 1], freqs[i], curve[i - 1], curve[i]
+    f = f0 + (c0 - threshold) / (c0 - c1) * (f1 - f0) if c0 != c1 else f1
+    return float(1.0 / f) if f > 0 else float("inf")
+
+
+def soft_sphere_mask(size: int, radius_pixels: float, edge_pixels: float = 3.0) -> np.ndarray:
+    c = conventions.box_coordinates(size)
+    r = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
+    t = np.clip((r - radius_pixels) / edge_pixels, 0.0, 1.0)
+    return (0.5 + 0.5 * np.cos(np.pi * t)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Geometry helpers.
+
+
+def flip_hand(volume: np.ndarray) -> np.ndarray:
+    """Mirror through the plane z = 0 (index ``D // 2``): ``out[z] = vol[-z]`` in centred coordinates."""
+    size = volume.shape[0]
+    index = (2 * (size // 2) - np.arange(size)) % size
+    return volume[index]
+
+
+def transform_volume(volume: np.ndarray, rotation: np.ndarray, shift_pixels: np.ndarray, order: int = 3
+                     ) -> np.ndarray:
+    """``out(x) = vol(R^T (x - t))`` about the centre ``D // 2`` (numpy, spline interpolation of ``order``)."""
+    size = volume.shape[0]
+    c = conventions.box_coordinates(size).astype(np.float64)
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    pts = np.stack([x.ravel(), y.ravel(), z.ravel()], 0) - np.asarray(shift_pixels, np.float64)[:, None]
+    src = rotation.T @ pts + size // 2  # (x, y, z) indices
+    out = scipy.ndimage.map_coordinates(np.asarray(volume, np.float64), src[::-1], order=order, mode="constant")
+    return out.reshape(volume.shape)
+
+
+def fourier_crop(volume: np.ndarray, new_size: int) -> np.ndarray:
+    """Band-limit and resample a ``D^3`` map to ``new_size^3`` (pixel grows by ``D / new_size``)."""
+    size = volume.shape[0]
+    if new_size >= size:
+        return np.asarray(volume, np.float64)
+    ft = conventions.centred_fft3(np.asarray(volume, np.float64))
+    s = size // 2 - new_size // 2
+    crop = ft[s:s + new_size, s:s + new_size, s:s + new_size]
+    return conventions.centred_ifft3(crop).real * (new_size / size) ** 3
+
+
+def resample_to(volume: np.ndarray, pixel_from: float, size_to: int, pixel_to: float) -> np.ndarray:
+    """Resample a map onto another grid (same centre), low-pass filtering first when the pixel grows."""
+    if abs(pixel_from - pixel_to) < 1e-6 * pixel_to and volume.shape[0] == size_to:
+        return np.asarray(volume, np.float64)
+    vol = np.asarray(volume, np.float64)
+    if pixel_to > pixel_from:
+        sigma = 0.5 * pixel_to / pixel_from
+        vol = scipy.ndimage.gaussian_filter(vol, sigma * 0.6)
+    c = conventions.box_coordinates(size_to) * pixel_to / pixel_from
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    centre = volume.shape[0] // 2
+    return scipy.ndimage.map_coordinates(vol, [z + centre, y + centre, x + centre], order=3, mode="constant")
+
+
+def _rotation_grid(step_degrees: float) -> np.ndarray:
+    step = np.radians(step_degrees)
+    dirs = quadrature.fibonacci_sphere(quadrature.num_directions(step))
+    n_psi = quadrature.num_inplane(step)
+    mats = quadrature.pose_matrices(dirs, np.arange(n_psi) * 360.0 / n_psi)
+    return mats.reshape(-1, 3, 3)
+
+
+def _rotvec_matrix(v: np.ndarray) -> np.ndarray:
+    theta = np.linalg.norm(v)
+    if theta < 1e-12:
+        return np.eye(3)
+    k = v / theta
+    kmat = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(theta) * kmat + (1 - np.cos(theta)) * kmat @ kmat
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Alignment.
+
+
+@dataclasses.dataclass
+class Alignment:
+    rotation: np.ndarray  # (3, 3) R
+    shift_angstrom: np.ndarray  # (3,) t, Angstrom
+    hand: str  # "original" or "flipped"
+    correlation: float
+
+    def apply(self, volume: np.ndarray, pixel_size_angstrom: float) -> np.ndarray:
+        vol = flip_hand(volume) if self.hand == "flipped" else volume
+        return transform_volume(vol, self.rotation, self.shift_angstrom / pixel_size_angstrom).astype(np.float32)
+
+
+def _coarse_scores(moving: np.ndarray, reference: np.ndarray, rotations: np.ndarray, chunk: int = 256):
+    """Best cross-correlation over integer shifts for each rotation: ``(n_rot,)`` scores, ``(n_rot, 3)`` shifts."""
+    size = moving.shape[0]
+    c = jnp.asarray(conventions.box_coordinates(size), jnp.float32)
+    z, y, x = jnp.meshgrid(c, c, c, indexing="ij")
+    pts = jnp.stack([x.ravel(), y.ravel(), z.ravel()], -1)
+    mov = jnp.asarray(moving, jnp.float32)
+    ref_ft_conj = jnp.conj(jnp.fft.rfftn(jnp.fft.ifftshift(jnp.asarray(reference, jnp.float32))))
+
+    def one(rotation):
+        src = pts @ rotation + size // 2  # R^T x as row vectors: x @ R
+        rotated = projection.trilinear_sample(mov, src).reshape(size, size, size)
+        cc = jnp.fft.irfftn(jnp.fft.rfftn(jnp.fft.ifftshift(rotated)) * ref_ft_conj, s=rotated.shape)
+        best = jnp.argmax(cc)
+        return cc.ravel()[best], best
+
+    fn = jax.jit(jax.vmap(one))
+    scores, where = [], []
+    rot = jnp.asarray(rotations, jnp.float32)
+    for s in range(0, len(rotations), chunk):
+        a, b = fn(rot[s:s + chunk])
+        scores.append(np.asarray(a))
+        where.append(np.asarray(b))
+    where = np.concatenate(where)
+    iz, iy, ix = np.unravel_index(where, (size,) * 3)
+    # cc[t] = sum_x rot(x) ref(x + t): the reference matches the rotated map moved by +t... the map must move by -t
+    shifts = -np.stack([ix, iy, iz], -1)
+    shifts = (shifts + size // 2) % size - size // 2
+    return np.concatenate(scores), shifts
+
+
+def _correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    a = a * mask
+    b = b * mask
+    a = a - a.mean()
+    b = b - b.mean()
+    return float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b) + 1e-300))
+
+
+def align(moving: np.ndarray, reference: np.ndarray, pixel_size_angstrom: float, working_size: int = 24,
+          step_degrees: float = 12.0, candidates: int = 3, refine_size: int = 64) -> Alignment:
+    """Find the hand, rotation and shift that best superimpose ``moving`` on ``reference`` (same grid)."""
+    size = reference.shape[0]
+    mask = soft_sphere_mask(size, size / 2 - 3)
+    work = min(working_size, size)
+    ref_w = fourier_crop(reference * mask, work)
+    rotations = _rotation_grid(step_degrees)
+    pool = []
+    for hand in ("original", "flipped"):
+        mov = flip_hand(moving) if hand == "flipped" else moving
+        mov_w = fourier_crop(mov * mask, work)
+        scores, shifts = _coarse_scores(mov_w - mov_w.mean(), ref_w - ref_w.mean(), rotations)
+        order = np.argsort(-scores)[:candidates]
+        pool += [(scores[i], hand, rotations[i], shifts[i] * size / work) for i in order]
+    pool.sort(key=lambda p: -p[0])
+
+    # Refine the best candidates on a 32^3 grid, then polish the winner on a finer one.
+    def refine(hand, rotation, shift_px, grid_size, maxiter):
+        scale = size / grid_size
+        ref_r = fourier_crop(reference, grid_size)
+        mask_r = soft_sphere_mask(grid_size, grid_size / 2 - 2)
+        mov_r = fourier_crop(flip_hand(moving) if hand == "flipped" else moving, grid_size)
+
+        def cost(p):
+            r = _rotvec_matrix(p[:3]) @ rotation
+            return -_correlation(transform_volume(mov_r, r, p[3:], order=1), ref_r, mask_r)
+
+        x0 = np.concatenate([np.zeros(3), np.asarray(shift_px, np.float64) / scale])
+        simplex = np.vstack([x0] + [x0 + d for d in np.diag([0.08, 0.08, 0.08, 0.7, 0.7, 0.7])])
+        res = scipy.optimize.minimize(cost, x0, method="Nelder-Mead",
+                                      options=dict(initial_simplex=simplex, xatol=1e-3, fatol=1e-7, maxiter=maxiter))
+        return res.fun, hand, _rotvec_matrix(res.x[:3]) @ rotation, res.x[3:] * scale
+
+    best = min((refine(hand, rotation, shift, min(32, size), 250) for _, hand, rotation, shift in pool[:candidates]),
+               key=lambda r: r[0])
+    if size > 32:
+        best = refine(best[1], best[2], best[3], min(refine_size, size), 200)
+    _, hand, rotation, shift_px = best
+    final = Alignment(rotation=rotation, shift_angstrom=shift_px * pixel_size_angstrom, hand=hand, correlation=0.0)
+    aligned = final.apply(moving, pixel_size_angstrom)
+    final.correlation = _correlation(aligned, reference, mask)
+    return final
+
+
+def evaluate_maps(moving: np.ndarray, reference: np.ndarray, pixel_size_angstrom: float, do_align: bool = True
+                  ) -> dict:
+    """Align (optionally) and compare; returns a JSON-ready dict plus the FSC curve and the aligned map."""
+    mask = soft_sphere_mask(reference.shape[0], reference.shape[0] / 2 - 3)
+    if do_align:
+        alignment = align(moving, reference, pixel_size_angstrom)
+        aligned = alignment.apply(moving, pixel_size_angstrom)
+    else:
+        alignment = Alignment(np.eye(3), np.zeros(3), "original", 0.0)
+        aligned = np.asarray(moving, np.float32)
+    curve = fsc(aligned * mask, reference * mask)
+    return {
+        "fsc_0.5_angstrom": resolution_at(curve, pixel_size_angstrom, 0.5),
+        "fsc_0.143_angstrom": resolution_at(curve, pixel_size_angstrom, 0.143),
+        "hand": alignment.hand,
+        "rotation_relion_degrees": [float(a) for a in conventions.matrix_to_euler(alignment.rotation)],
+        "shift_angstrom": [float(s) for s in alignment.shift_angstrom],
+        "correlation": _correlation(aligned, reference, mask),
+        "pixel_size_angstrom": float(pixel_size_angstrom),
+        "box_size": int(reference.shape[0]),
+    }, curve, aligned
+
+
+def plot_fsc(path: str, curve: np.ndarray, pixel_size_angstrom: float, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = 2 * (len(curve) - 1)
+    freqs = shell_frequencies(size, pixel_size_angstrom)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(freqs, curve, "-o", ms=3, label="FSC")
+    for thr, style in ((0.5, "--"), (0.143, ":")):
+        res = resolution_at(curve, pixel_size_angstrom, thr)
+        ax.axhline(thr, color="gray", ls=style, lw=1)
+        ax.text(freqs[-1], thr + 0.02, f"{thr}: {res:.1f} A", ha="right", fontsize=8)
+    ax.set_xlabel("spatial frequency (1/A)")
+    ax.set_ylabel("Fourier shell correlation")
+    ax.set_ylim(-0.1, 1.05)
+    ax.set_title(title, fontsize=9)
+    secondary = ax.secondary_xaxis("top", functions=(lambda f: 1 / np.maximum(f, 1e-6),
+                                                     lambda r: 1 / np.maximum(r, 1e-6)))
+    secondary.set_xlabel("resolution (A)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
