@@ -1,0 +1,45 @@
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def blob_volume(size: int, seed: int = 0, n_blobs: int = 6, spread: float = 0.22):
+    """A smooth, asymmetric volume of Gaussian blobs and its analytic description (centres in pixels)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(-spread * size, spread * size, (n_blobs, 3))
+    sigmas = rng.uniform(0.06 * size, 0.1 * size, n_blobs)
+    amps = rng.uniform(0.5, 1.5, n_blobs)
+    c = np.arange(size) - size // 2
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    vol = np.zeros((size,) * 3)
+    for (cx, cy, cz), s, a in zip(centres, sigmas, amps):
+        vol += a * np.exp(-((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / (2 * s * s))
+    return vol, (centres, sigmas, amps)
+
+
+def analytic_projection(size, blobs, matrix):
+    """Exact line integrals of the blobs along the image z axis after rotating the map by RELION's ``A``."""
+    centres, sigmas, amps = blobs
+    c = np.arange(size) - size // 2
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    img = np.zeros((size, size))
+    for ctr, s, a in zip(centres, sigmas, amps):
+        p = matrix @ ctr
+        img += a * np.sqrt(2 * np.pi) * s * np.exp(-((xx - p[0]) ** 2 + (yy - p[1]) ** 2) / (2 * s * s))
+    return img
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+def pytest_configure(config):
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
