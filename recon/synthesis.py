@@ -65,10 +65,11 @@ def _image_batch_fn(size: int, pixel_size_angstrom: float):
 
 
 def simulate_dataset(volume: np.ndarray, pixel_size_angstrom: float, spec: SimulationSpec, out_dir: str,
-                     log=print) -> ParticleMetadata:
+                     log=print) -> tuple[ParticleMetadata, float]:
     """Write ``particles.star``, ``particles.mrcs`` and ``ground_truth.mrc`` into ``out_dir``.
 
     Files are written under temporary names and renamed at the end: a failure leaves nothing half-written.
+    Returns the metadata and the noise standard deviation used.
     """
     size = volume.shape[0]
     n = spec.num_particles
@@ -119,4 +120,4 @@ def simulate_dataset(volume: np.ndarray, pixel_size_angstrom: float, spec: Simul
         shutil.rmtree(work, ignore_errors=True)
     log(f"simulated {n} particles of {size} px at {pixel_size_angstrom} A/px, SNR {spec.snr}, "
         f"signal variance {signal_var:.4g}, noise sigma {noise_sigma:.4g}")
-    return meta
+    return meta, noise_sigma

@@ -9,6 +9,7 @@ mm. Image names ``N@stack.mrcs`` (N from 1) are resolved relative to the STAR fi
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -81,6 +82,8 @@ def read_star(path, data_dir: str | None = None) -> ParticleMetadata:
     n = len(particles)
     if "ImageName" not in particles.columns:
         raise fail(path, "missing column _rlnImageName")
+    if n == 0:
+        raise fail(path, "contains no particles")
 
     if optics is not None and n:
         if "OpticsGroup" not in optics.columns:
@@ -130,9 +133,6 @@ def read_star(path, data_dir: str | None = None) -> ParticleMetadata:
     box = column("ImageSize", required=False)
     box = np.zeros(n, dtype=int) if box is None else box.astype(int)
 
-    if "AmplitudeContrast" not in particles.columns and (
-            optics_by_group is None or "AmplitudeContrast" not in optics_by_group.columns):
-        warnings.warn(f"{path}: no _rlnAmplitudeContrast column; using {DEFAULT_AMPLITUDE_CONTRAST}")
     defocus_u = column("DefocusU")
     ctf = CTFParams(
         defocus_u_angstrom=defocus_u,
@@ -147,6 +147,12 @@ def read_star(path, data_dir: str | None = None) -> ParticleMetadata:
     )
     if np.any(ctf.voltage_kv <= 0):
         raise fail(path, "_rlnVoltage must be positive")
+    if np.any(ctf.defocus_u_angstrom <= 0) or np.any(ctf.defocus_v_angstrom <= 0):
+        raise fail(path, "_rlnDefocusU/V must be positive (underfocus, Angstrom)")
+    if "AmplitudeContrast" not in particles.columns and (
+            optics_by_group is None or "AmplitudeContrast" not in optics_by_group.columns):
+        print(f"warning: {path}: no _rlnAmplitudeContrast column; using {DEFAULT_AMPLITUDE_CONTRAST}",
+              file=sys.stderr)
 
     angles = None
     if all(c in particles.columns for c in ("AngleRot", "AngleTilt", "AnglePsi")):

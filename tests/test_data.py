@@ -1,0 +1,109 @@
+"""Datasets: noise estimate and normalisation, sign, validation of stacks against the metadata."""
+
+import mrcfile
+import numpy as np
+import pytest
+
+from recon import synthesis
+from recon.data import background_mask, open_dataset
+from recon.errors import InputError
+from recon.io import metadata, star
+from tests.conftest import blob_volume
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory):
+    out = tmp_path_factory.mktemp("noisy")
+    vol, _ = blob_volume(24, seed=1, spread=0.12)
+    meta, sigma = synthesis.simulate_dataset(vol, 4.0, synthesis.SimulationSpec(num_particles=300, snr=0.1, seed=3),
+                                             str(out), log=lambda *_: None)
+    return out, sigma
+
+
+def test_noise_sigma_estimate_and_unit_variance_background(noisy):
+    out, sigma = noisy
+    ds = open_dataset(metadata.read_particles(out / "particles.star"), particle_radius_angstrom=9 * 4.0)
+    assert abs(ds.noise_sigma / sigma - 1) < 0.03
+    images = ds.images(np.arange(100))
+    background = images[:, background_mask(24, ds.radius_pixels)]
+    assert abs(background.std() - 1) < 0.03
+    assert abs(background.mean()) < 0.01
+
+
+def test_invert_contrast_flips_sign(noisy):
+    out, _ = noisy
+    meta = metadata.read_particles(out / "particles.star")
+    a = open_dataset(meta, estimate_noise=False).raw_images([0, 1])
+    b = open_dataset(meta, invert_contrast=True, estimate_noise=False).raw_images([0, 1])
+    np.testing.assert_array_equal(a, -b)
+
+
+def test_images_read_lazily_in_any_order(noisy):
+    out, _ = noisy
+    ds = open_dataset(metadata.read_particles(out / "particles.star"), estimate_noise=False)
+    with mrcfile.open(out / "particles.mrcs") as m:
+        expected = m.data[[5, 2, 9]]
+    np.testing.assert_array_equal(ds.raw_images([5, 2, 9]), expected)
+
+
+def _write(tmp_path, data, star_text):
+    with mrcfile.new(tmp_path / "s.mrcs", data.astype(np.float32), overwrite=True):
+        pass
+    (tmp_path / "p.star").write_text(star_text)
+    return metadata.read_particles(tmp_path / "p.star")
+
+
+HEADER = ("data_optics\nloop_\n_rlnOpticsGroup\n_rlnVoltage\n_rlnSphericalAberration\n_rlnImagePixelSize\n"
+          "_rlnImageSize\n1 300 2.7 2.0 {size}\ndata_particles\nloop_\n_rlnImageName\n_rlnOpticsGroup\n"
+          "_rlnDefocusU\n")
+
+
+def test_box_size_mismatch(tmp_path):
+    meta = _write(tmp_path, np.zeros((2, 16, 16)), HEADER.format(size=20) + "1@s.mrcs 1 10000\n")
+    with pytest.raises(InputError, match="16 px but the particle file"):
+        open_dataset(meta)
+
+
+def test_index_out_of_range(tmp_path):
+    meta = _write(tmp_path, np.zeros((2, 16, 16)), HEADER.format(size=16) + "3@s.mrcs 1 10000\n")
+    with pytest.raises(InputError, match="image 3 of .*holds 2 images"):
+        open_dataset(meta)
+
+
+def test_missing_stack(tmp_path):
+    (tmp_path / "p.star").write_text(HEADER.format(size=16) + "1@gone.mrcs 1 10000\n")
+    meta = metadata.read_particles(tmp_path / "p.star")
+    with pytest.raises(InputError, match="gone.mrcs: file not found"):
+        open_dataset(meta)
+
+
+def test_non_square_images(tmp_path):
+    meta = _write(tmp_path, np.zeros((2, 16, 18)), HEADER.format(size=16) + "1@s.mrcs 1 10000\n")
+    with pytest.raises(InputError, match="not square"):
+        open_dataset(meta)
+
+
+def test_nan_pixels_named(tmp_path):
+    data = np.random.default_rng(0).normal(size=(3, 16, 16))
+    data[2, 4, 4] = np.nan
+    meta = _write(tmp_path, data, HEADER.format(size=16) + "1@s.mrcs 1 10000\n3@s.mrcs 1 10000\n")
+    with pytest.raises(InputError, match="image 3 contains NaN"):
+        open_dataset(meta)
+
+
+def test_unknown_pixel_size(tmp_path):
+    text = ("data_\nloop_\n_rlnImageName\n_rlnDefocusU\n_rlnVoltage\n_rlnSphericalAberration\n"
+            "1@s.mrcs 10000 300 2.7\n")
+    meta = _write(tmp_path, np.zeros((1, 16, 16)), text)
+    with pytest.raises(InputError, match="pixel size is unknown"):
+        open_dataset(meta)
+    ok = metadata.read_particles(tmp_path / "p.star", pixel_size_angstrom=1.5)
+    assert open_dataset(ok, estimate_noise=False).pixel_size_angstrom == 1.5
+
+
+def test_star_written_by_simulation_is_relion31(noisy):
+    out, _ = noisy
+    text = (out / "particles.star").read_text()
+    assert "data_optics" in text and "data_particles" in text and "_rlnOriginXAngst" in text
+    meta = star.read_star(out / "particles.star")
+    assert meta.box_size[0] == 24 and np.isclose(meta.pixel_size_angstrom[0], 4.0)

@@ -1,0 +1,249 @@
+"""STAR / MRC / .cs readers and writers: round trips, RELION 3.0 and 3.1 dialects, real files, bad input."""
+
+import os
+import textwrap
+
+import mrcfile
+import numpy as np
+import pytest
+
+from recon.ctf import make_ctf_params
+from recon.errors import InputError
+from recon.io import cs, metadata, mrc, star
+from recon.io.metadata import ParticleMetadata
+
+
+def _meta(tmp_path, n=7, size=16, pixel=2.5, with_pose=True):
+    rng = np.random.default_rng(0)
+    stack = tmp_path / "stack.mrcs"
+    with mrcfile.new(stack, rng.normal(size=(n, size, size)).astype(np.float32), overwrite=True) as m:
+        m.voxel_size = pixel
+    ctf = make_ctf_params(rng.uniform(1e4, 3e4, n), rng.uniform(1e4, 3e4, n), rng.uniform(-90, 90, n),
+                          300.0, 2.7, 0.1, rng.uniform(0, 30, n), rng.uniform(0, 50, n), 1.0)
+    return ParticleMetadata(
+        source=str(tmp_path / "p.star"), stack_paths=np.full(n, str(stack), dtype=object), image_indices=np.arange(n),
+        image_names=np.array([f"{i + 1:06d}@stack.mrcs" for i in range(n)], dtype=object),
+        pixel_size_angstrom=np.full(n, pixel), box_size=np.full(n, size), ctf=ctf, optics_group=np.ones(n, int),
+        angles_degrees=np.stack([rng.uniform(-179, 179, n), rng.uniform(1, 179, n), rng.uniform(-179, 179, n)], -1)
+        if with_pose else None,
+        origins_angstrom=rng.normal(0, 3, (n, 2)) if with_pose else None)
+
+
+def test_star_round_trip(tmp_path):
+    meta = _meta(tmp_path)
+    star.write_star(tmp_path / "p.star", meta)
+    back = metadata.read_particles(tmp_path / "p.star")
+    for a, b in zip(meta.ctf, back.ctf):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(back.angles_degrees, meta.angles_degrees, atol=1e-5)
+    np.testing.assert_allclose(back.origins_angstrom, meta.origins_angstrom, atol=1e-5)
+    np.testing.assert_allclose(back.pixel_size_angstrom, 2.5)
+    assert list(back.image_indices) == list(range(7))
+    assert back.stack_paths[0] == str(tmp_path / "stack.mrcs")
+
+
+RELION30 = """
+data_
+
+loop_
+_rlnImageName #1
+_rlnDefocusU #2
+_rlnDefocusV #3
+_rlnDefocusAngle #4
+_rlnVoltage #5
+_rlnSphericalAberration #6
+_rlnAmplitudeContrast #7
+_rlnMagnification #8
+_rlnDetectorPixelSize #9
+_rlnOriginX #10
+_rlnOriginY #11
+_rlnAngleRot #12
+_rlnAngleTilt #13
+_rlnAnglePsi #14
+000002@stack.mrcs 12000.0 11000.0 10.0 200 2.0 0.07 50000 10.0 1.5 -2.0 10 20 30
+000001@stack.mrcs 13000.0 12500.0 -5.0 200 2.0 0.07 50000 10.0 0.0 0.5 40 50 60
+"""
+
+
+def test_relion30_pixel_from_detector_and_magnification_and_origins_in_pixels(tmp_path):
+    _meta(tmp_path)
+    (tmp_path / "old.star").write_text(textwrap.dedent(RELION30))
+    m = metadata.read_particles(tmp_path / "old.star")
+    np.testing.assert_allclose(m.pixel_size_angstrom, 2.0)  # 10 um * 1e4 / 50000
+    np.testing.assert_allclose(m.origins_angstrom, [[3.0, -4.0], [0.0, 1.0]])  # pixels * 2 A
+    assert list(m.image_indices) == [1, 0]
+    np.testing.assert_allclose(m.ctf.voltage_kv, 200.0)
+    np.testing.assert_allclose(m.ctf.amplitude_contrast, 0.07)
+
+
+def test_relion31_optics_groups_are_joined(tmp_path):
+    _meta(tmp_path)
+    (tmp_path / "new.star").write_text(textwrap.dedent("""
+        data_optics
+
+        loop_
+        _rlnOpticsGroup
+        _rlnVoltage
+        _rlnSphericalAberration
+        _rlnAmplitudeContrast
+        _rlnImagePixelSize
+        _rlnImageSize
+        1 300 2.7 0.1 2.5 16
+        2 200 2.0 0.07 2.5 16
+
+        data_particles
+
+        loop_
+        _rlnImageName
+        _rlnOpticsGroup
+        _rlnDefocusU
+        _rlnDefocusV
+        _rlnDefocusAngle
+        1@stack.mrcs 2 10000 10000 0
+        2@stack.mrcs 1 20000 19000 0
+        """))
+    m = metadata.read_particles(tmp_path / "new.star")
+    np.testing.assert_allclose(m.ctf.voltage_kv, [200.0, 300.0])
+    np.testing.assert_allclose(m.ctf.spherical_aberration_mm, [2.0, 2.7])
+    assert m.angles_degrees is None and m.origins_angstrom is None
+
+
+def test_every_shared_particle_file_reads(shared_data):
+    files = sorted((shared_data / "particles").glob("*/*.star"))
+    assert len(files) >= 5
+    reader = mrc.StackReader()
+    for f in files:
+        m = metadata.read_particles(f)
+        assert len(m) > 0
+        assert np.all(m.ctf.defocus_u_angstrom > 1000)
+        assert np.all(m.pixel_size_angstrom > 0)
+        images = reader.read(m.stack_paths[0], m.image_indices[:3])
+        assert images.ndim == 3 and np.all(np.isfinite(images))
+    known = metadata.read_particles(shared_data / "particles/cryodrgn_relion31/relion31.star")
+    np.testing.assert_allclose(known.pixel_size_angstrom, 2.806)
+    assert np.allclose(known.ctf.defocus_angle_degrees, known.ctf.defocus_angle_degrees[0])
+    aspire = metadata.read_particles(shared_data / "particles/aspire_sample/sample_relion_data.star")
+    np.testing.assert_allclose(aspire.pixel_size_angstrom, 5.0 * 1e4 / 37369.2, rtol=1e-5)
+    groups = metadata.read_particles(shared_data / "particles/aspire_sample/sample_particles_relion31.star")
+    assert set(groups.ctf.voltage_kv) == {300.0, 200.0}
+    six = metadata.read_particles(shared_data / "star_metadata_only/relion31.6opticsgroups.star")
+    assert len(set(six.optics_group)) == 6 and len(six) == 139
+
+
+def test_mrc_round_trip_and_validates(tmp_path):
+    vol = np.random.default_rng(0).normal(size=(20, 20, 20)).astype(np.float32)
+    mrc.write_map(tmp_path / "m.mrc", vol, 1.75)
+    assert mrcfile.validate(str(tmp_path / "m.mrc"), print_file=open(os.devnull, "w"))
+    back, pixel = mrc.read_map(tmp_path / "m.mrc")
+    np.testing.assert_array_equal(back, vol)
+    assert np.isclose(pixel, 1.75)
+    with mrcfile.open(tmp_path / "m.mrc") as m:
+        assert tuple(m.header.origin.tolist()) == (0.0, 0.0, 0.0)
+
+
+def test_cs_round_trip_with_poses(tmp_path):
+    meta = _meta(tmp_path)
+    meta.invert_sign = np.array([True] * 7)
+    cs.write_cs(tmp_path / "p.cs", meta, blob_paths=["stack.mrcs"] * 7)
+    back = metadata.read_particles(tmp_path / "p.cs")
+    for a, b in zip(meta.ctf, back.ctf):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3)
+    from recon import conventions as cv
+    np.testing.assert_allclose(cv.euler_to_matrix(back.angles_degrees), cv.euler_to_matrix(meta.angles_degrees),
+                               atol=1e-5)
+    np.testing.assert_allclose(back.origins_angstrom, meta.origins_angstrom, atol=1e-4)
+    assert back.stack_paths[0] == str(tmp_path / "stack.mrcs")
+    assert np.all(back.invert_sign)
+
+
+def test_cs_pose_is_transposed_rotation_vector():
+    # A rotation vector of 90 degrees about z is the active matrix [[0,-1,0],[1,0,0],[0,0,1]]; RELION's A is its
+    # transpose, which is Rz'(90) = RELION (rot=90, tilt=0, psi=0).
+    m = cs._rotvec_to_matrix(np.array([[0.0, 0.0, np.pi / 2]]))
+    from recon import conventions as cv
+    np.testing.assert_allclose(m[0].T, cv.euler_to_matrix(np.array([90.0, 0.0, 0.0])), atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad input: one InputError naming the file and the problem.
+
+
+def _expect(match, fn, *args, **kwargs):
+    with pytest.raises(InputError, match=match) as info:
+        fn(*args, **kwargs)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_missing_file(tmp_path):
+    msg = _expect("file not found", metadata.read_particles, tmp_path / "nope.star")
+    assert "nope.star" in msg
+
+
+def test_missing_column_is_named(tmp_path):
+    (tmp_path / "bad.star").write_text("data_\nloop_\n_rlnImageName\n_rlnDefocusU\n_rlnVoltage\n1@s.mrcs 10000 300\n")
+    _expect("_rlnSphericalAberration", metadata.read_particles, tmp_path / "bad.star")
+
+
+def test_missing_image_name_column(tmp_path):
+    (tmp_path / "bad.star").write_text("data_\nloop_\n_rlnDefocusU\n_rlnVoltage\n10000 300\n")
+    _expect("_rlnImageName", metadata.read_particles, tmp_path / "bad.star")
+
+
+def test_unknown_optics_group(tmp_path):
+    (tmp_path / "bad.star").write_text(textwrap.dedent("""
+        data_optics
+        loop_
+        _rlnOpticsGroup
+        _rlnVoltage
+        _rlnSphericalAberration
+        _rlnImagePixelSize
+        1 300 2.7 1.0
+        data_particles
+        loop_
+        _rlnImageName
+        _rlnOpticsGroup
+        _rlnDefocusU
+        1@s.mrcs 3 10000
+        """))
+    _expect("optics group 3", metadata.read_particles, tmp_path / "bad.star")
+
+
+def test_empty_particle_table(tmp_path):
+    (tmp_path / "empty.star").write_text("data_particles\nloop_\n_rlnImageName\n_rlnDefocusU\n")
+    _expect("no particles", metadata.read_particles, tmp_path / "empty.star")
+
+
+def test_truncated_mrc(tmp_path):
+    vol = np.zeros((8, 16, 16), np.float32)
+    with mrcfile.new(tmp_path / "t.mrcs", vol, overwrite=True):
+        pass
+    data = (tmp_path / "t.mrcs").read_bytes()
+    (tmp_path / "t.mrcs").write_bytes(data[:-500])
+    _expect("truncated", mrc.StackReader().shape, str(tmp_path / "t.mrcs"))
+    (tmp_path / "tiny.mrc").write_bytes(b"not an mrc")
+    _expect("not an MRC file", mrc.read_map, tmp_path / "tiny.mrc")
+
+
+def test_nan_map(tmp_path):
+    vol = np.zeros((8, 8, 8), np.float32)
+    vol[1, 2, 3] = np.nan
+    with mrcfile.new(tmp_path / "nan.mrc", vol, overwrite=True):
+        pass
+    _expect("NaN", mrc.read_map, tmp_path / "nan.mrc")
+
+
+def test_non_cubic_map(tmp_path):
+    with mrcfile.new(tmp_path / "flat.mrc", np.zeros((4, 8, 8), np.float32), overwrite=True):
+        pass
+    _expect("cubic", mrc.read_map, tmp_path / "flat.mrc")
+
+
+def test_cs_missing_field(tmp_path):
+    meta = _meta(tmp_path, with_pose=False)
+    cs.write_cs(tmp_path / "p.cs", meta)
+    arr = np.load(tmp_path / "p.cs")
+    names = [n for n in arr.dtype.names if n != "ctf/df1_A"]
+    with open(tmp_path / "q.cs", "wb") as f:
+        np.save(f, arr[names])
+    _expect("ctf/df1_A", metadata.read_particles, tmp_path / "q.cs")
