@@ -279,9 +279,14 @@ def plot_fsc(path: str, curve: np.ndarray, pixel_size_angstrom: float, title: st
     ax.set_ylabel("Fourier shell correlation")
     ax.set_ylim(-0.1, 1.05)
     ax.set_title(title, fontsize=9)
-    secondary = ax.secondary_xaxis("top", functions=(lambda f: 1 / np.maximum(f, 1e-6),
-                                                     lambda r: 1 / np.maximum(r, 1e-6)))
-    secondary.set_xlabel("resolution (A)")
+    ax.set_xlim(0, freqs[-1] * 1.02)
+    top = ax.twiny()
+    top.set_xlim(ax.get_xlim())
+    candidates = np.array([100, 60, 40, 30, 20, 15, 12, 10, 8, 6, 5, 4, 3, 2.5, 2])
+    ticks = candidates[(1 / candidates > 0) & (1 / candidates <= freqs[-1] * 1.02)]
+    top.set_xticks(1 / ticks)
+    top.set_xticklabels([f"{t:g}" for t in ticks])
+    top.set_xlabel("resolution (A)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

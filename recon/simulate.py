@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import math
 
+import os
+
 from absl import app, flags
+from ml_collections import config_flags
 
 from recon import density, synthesis
 from recon.errors import InputError, user_errors_exit
@@ -35,6 +38,34 @@ flags.DEFINE_float("amplitude_contrast", 0.1, "Amplitude contrast fraction.")
 flags.DEFINE_float("bfactor_angstrom2", 0.0, "CTF B-factor envelope (Angstrom^2).")
 flags.DEFINE_float("shift_sigma_angstrom", None, "Standard deviation of the shifts (default: 2 pixels).")
 flags.DEFINE_string("out", None, "Output folder.")
+config_flags.DEFINE_config_file("config", None, "Optional dataset config (experiments/configs/*_data.py); flags "
+                                "given explicitly override its fields.")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PARAMETERS = ("volume", "model", "box_size", "pixel_size_angstrom", "num_particles", "snr", "seed",
+              "defocus_min_angstrom", "defocus_max_angstrom", "max_astigmatism_fraction", "voltage_kv",
+              "spherical_aberration_mm", "amplitude_contrast", "bfactor_angstrom2", "shift_sigma_angstrom")
+
+
+def _apply_config():
+    """Copy config fields into the flags that were not given explicitly."""
+    config = FLAGS.config
+    if config is None:
+        return
+    for name in PARAMETERS:
+        if FLAGS[name].present or name not in config:
+            continue
+        value = config[name]
+        if name in ("volume", "model"):
+            if not value:
+                value = None
+            elif not os.path.isabs(value) and not os.path.exists(value):
+                value = os.path.join(REPO, value)
+        if name == "shift_sigma_angstrom" and not value:
+            value = None
+        if name == "snr":
+            value = str(value)
+        FLAGS[name].value = value
 
 
 def _load_volume():
@@ -63,6 +94,7 @@ def _load_volume():
 @user_errors_exit
 def main(argv):
     del argv
+    _apply_config()
     if not FLAGS.out:
         raise InputError("--out is required")
     try:

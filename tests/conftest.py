@@ -8,11 +8,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def blob_volume(size: int, seed: int = 0, n_blobs: int = 6, spread: float = 0.22):
+def blob_volume(size: int, seed: int = 0, n_blobs: int = 6, spread: float = 0.22, sigma_range=(0.06, 0.1)):
     """A smooth, asymmetric volume of Gaussian blobs and its analytic description (centres in pixels)."""
     rng = np.random.default_rng(seed)
     centres = rng.uniform(-spread * size, spread * size, (n_blobs, 3))
-    sigmas = rng.uniform(0.06 * size, 0.1 * size, n_blobs)
+    sigmas = rng.uniform(sigma_range[0] * size, sigma_range[1] * size, n_blobs)
     amps = rng.uniform(0.5, 1.5, n_blobs)
     c = np.arange(size) - size // 2
     z, y, x = np.meshgrid(c, c, c, indexing="ij")
