@@ -11,6 +11,8 @@ padded transform's value equals the unpadded one, so slices need no rescaling.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 import jax
@@ -43,19 +45,24 @@ def interpolation_kernel(distance, kernel: str, oversampling: float):
     return xp.where(inside, value, 0.0)
 
 
-def gridding_correction(size: int, padded_size: int, kernel: str = "kaiser_bessel") -> np.ndarray:
-    """``(size, size, size)`` real-space profile (the kernel's Fourier transform) that slicing multiplies by.
-
-    Interpolating the padded transform with kernel ``k`` multiplies the real-space map by ``k_hat(x / P)``;
-    :func:`prepare_volume_ft` divides it out beforehand. Computed by numerical quadrature of ``k``.
-    """
+def gridding_profile(size: int, padded_size: int, kernel: str = "kaiser_bessel") -> np.ndarray:
+    """``(size,)`` one axis of :func:`gridding_correction`."""
     oversampling = padded_size / size
     width = KERNEL_WIDTHS[kernel]
     u = np.linspace(-width / 2, width / 2, 4001)
     k = interpolation_kernel(u, kernel, oversampling)
     nu = conventions.box_coordinates(size) / padded_size
     profile = np.trapezoid(k[None, :] * np.cos(2 * np.pi * u[None, :] * nu[:, None]), u, axis=1)
-    profile = profile / np.trapezoid(k, u)
+    return profile / np.trapezoid(k, u)
+
+
+def gridding_correction(size: int, padded_size: int, kernel: str = "kaiser_bessel") -> np.ndarray:
+    """``(size, size, size)`` real-space profile (the kernel's Fourier transform) that slicing multiplies by.
+
+    Interpolating the padded transform with kernel ``k`` multiplies the real-space map by ``k_hat(x / P)``;
+    :func:`prepare_volume_ft` divides it out beforehand. Computed by numerical quadrature of ``k``.
+    """
+    profile = gridding_profile(size, padded_size, kernel)
     return profile[:, None, None] * profile[None, :, None] * profile[None, None, :]
 
 
@@ -73,15 +80,17 @@ def prepare_volume_ft(volume, oversampling: int = 2, kernel: str = "kaiser_besse
 
 
 def interpolate(grid, points, kernel: str = "kaiser_bessel", oversampling: float = 2.0):
-    """Separable kernel interpolation of ``grid[z, y, x]`` at float indices ``points`` ``(N, 3)`` = (x, y, z).
+    """Separable kernel interpolation of a 2D ``grid[y, x]`` or 3D ``grid[z, y, x]`` (cubic, side ``n``) at float
+    indices ``points`` ``(N, ndim)`` ordered (x, y[, z]).
 
     Samples outside the grid count as zero. Linear in ``grid`` (``jax.linear_transpose`` gives the adjoint).
     The kernel weights are normalised to sum to one per axis, so constants are reproduced exactly.
     """
     n = grid.shape[0]
+    ndim = grid.ndim
     width = KERNEL_WIDTHS[kernel]
-    axes = []  # per axis (x, y, z): lists of W index arrays (N,) and W weight arrays (N,)
-    for axis in range(3):
+    axes = []  # per axis (x, y[, z]): W index arrays (N,) and W weight arrays (N,)
+    for axis in range(ndim):
         p = points[:, axis]
         first = jnp.floor(p) - (width // 2 - 1)
         idx = [first + k for k in range(width)]
@@ -90,16 +99,17 @@ def interpolate(grid, points, kernel: str = "kaiser_bessel", oversampling: float
         w = [jnp.where((i >= 0) & (i < n), wk / total, 0.0) for i, wk in zip(idx, w)]
         idx = [jnp.clip(i, 0, n - 1).astype(jnp.int32) for i in idx]
         axes.append((idx, w))
-    (ix, wx), (iy, wy), (iz, wz) = axes
     flat = grid.reshape(-1)
-    # One flat gather per kernel tap (much faster on CPU than one gather of shape (N, W, W, W)).
+    # One flat gather per kernel tap (much faster on CPU than one gather of shape (N, W, ..., W)).
     out = 0.0
-    for kz in range(width):
-        for ky in range(width):
-            wzy = wz[kz] * wy[ky]
-            row = (iz[kz] * n + iy[ky]) * n
-            for kx in range(width):
-                out = out + flat[row + ix[kx]] * (wzy * wx[kx])
+    for taps in itertools.product(range(width), repeat=ndim):  # taps[0] is the slowest axis (z or y)
+        offset = 0
+        weight = 1.0
+        for axis_from_slowest, k in enumerate(taps):
+            idx, w = axes[ndim - 1 - axis_from_slowest]
+            offset = offset * n + idx[k]
+            weight = weight * w[k]
+        out = out + flat[offset] * weight
     return out
 
 
@@ -130,6 +140,23 @@ def backproject(slice_values, rotation, freqs_cycles_per_pixel, padded_size: int
     template = jax.ShapeDtypeStruct((padded_size,) * 3, jnp.complex64)
     transpose = jax.linear_transpose(lambda v: fourier_slice(v, rotation, freqs_cycles_per_pixel), template)
     return transpose(slice_values.astype(jnp.complex64))[0]
+
+
+def image_transform_at(image, freqs_cycles_per_pixel, oversampling: int = 2, kernel: str = "kaiser_bessel"):
+    """Transform of ONE image ``(D, D)`` at arbitrary frequencies ``(N, 2)`` (cycles/pixel): ``(N,)`` complex.
+
+    Same scheme as the slices: gridding correction, zero-padding to ``oversampling * D``, centred FFT, kernel
+    interpolation. At grid frequencies it agrees with ``centred_fft2`` to the kernel's accuracy.
+    """
+    size = image.shape[-1]
+    padded = oversampling * size
+    profile = gridding_profile(size, padded, kernel)
+    corrected = image / jnp.asarray(np.outer(profile, profile), jnp.float32)
+    start = padded // 2 - size // 2
+    pad = [(start, padded - size - start)] * 2
+    image_ft = conventions.centred_fft2(jnp.pad(corrected, pad))
+    points = freqs_cycles_per_pixel * padded + padded // 2
+    return interpolate(image_ft, points, kernel, oversampling)
 
 
 def nyquist_disk_frequencies(size: int) -> np.ndarray:
