@@ -117,11 +117,17 @@ def particle_features(image, ctf: CTFParams, grid: LikelihoodGrid, pixel_size_an
     return ParticleFeatures(data=data, ctf=c, data_norm=norm)
 
 
-def direction_slices(volume, grid: LikelihoodGrid, oversampling: int = 2):
+SLICE_KERNEL = "kaiser_bessel6"  # width 6: slices within ~1e-5 of the exact transform of the voxel map
+
+
+def direction_slices(volume, grid: LikelihoodGrid, oversampling: int = 2, kernel: str = SLICE_KERNEL):
     """Slices of the real-space map ``(D, D, D)`` for every direction: ``(n_dir, N_k)`` complex."""
-    volume_ft = projection.prepare_volume_ft(volume, oversampling)
-    return jax.vmap(projection.fourier_slice, in_axes=(None, 0, None))(volume_ft, grid.direction_matrices,
-                                                                       grid.freqs)
+    volume_ft = projection.prepare_volume_ft(volume, oversampling, kernel)
+    n_dir = grid.direction_matrices.shape[0]
+    points = jax.vmap(projection.slice_points, in_axes=(0, None, None))(
+        grid.direction_matrices, grid.freqs, volume_ft.shape[0])  # (n_dir, N_k, 3)
+    values = projection.interpolate(volume_ft, points.reshape(-1, 3), kernel, oversampling)
+    return values.reshape(n_dir, -1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -179,9 +185,23 @@ def reduce_table(table, grid: LikelihoodGrid) -> ParticleResult:
         expected_residual=jnp.sum(post * (-2.0 * table)))
 
 
+def auto_chunk_size(batch_size: int, grid: LikelihoodGrid, max_table_elements: int = 6_000_000) -> int:
+    """Largest divisor of ``batch_size`` whose log-likelihood table (chunk x n_psi x n_t x n_dir) stays under
+    ``max_table_elements`` (XLA's CPU matrix product crashed on tables of about 1.6e7 elements here)."""
+    per_particle = grid.inplane_matrices.shape[0] * grid.shifts_angstrom.shape[0] * grid.direction_matrices.shape[0]
+    best = 1
+    for c in range(1, batch_size + 1):
+        if batch_size % c == 0 and c * per_particle <= max_table_elements:
+            best = c
+    return best
+
+
 def batch_log_marginals(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pixel_size_angstrom: float,
-                        chunk_size: int = 25):
-    """:class:`ParticleResult` for every image of a batch ``(B, D, D)`` (B a multiple of ``chunk_size``)."""
+                        chunk_size: int = 25, remat: bool = True):
+    """:class:`ParticleResult` for every image of a batch ``(B, D, D)`` (B a multiple of ``chunk_size``).
+
+    ``remat`` recomputes each chunk in the backward pass instead of storing it (less memory, ~1.5x the work).
+    """
     size = images.shape[-1]
     slices = direction_slices(volume, grid)  # (n_dir, N_k)
     slices_cat = jnp.concatenate([slices.real, slices.imag], axis=-1).T  # (2 N_k, n_dir)
@@ -192,7 +212,6 @@ def batch_log_marginals(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pi
     if n % chunk_size:
         raise ValueError(f"batch of {n} is not a multiple of the chunk size {chunk_size}")
 
-    @jax.checkpoint
     def chunk(args):
         imgs, chunk_ctf = args
         feats = jax.vmap(particle_features, in_axes=(0, 0, None, None))(imgs, chunk_ctf, grid, pixel_size_angstrom)
@@ -200,5 +219,5 @@ def batch_log_marginals(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pi
         return jax.vmap(reduce_table, in_axes=(0, None))(table, grid)
 
     split = lambda x: x.reshape(n // chunk_size, chunk_size, *x.shape[1:])  # noqa: E731
-    results = jax.lax.map(chunk, (split(images), CTFParams(*(split(f) for f in ctf))))
+    results = jax.lax.map(jax.checkpoint(chunk) if remat else chunk, (split(images), CTFParams(*(split(f) for f in ctf))))
     return ParticleResult(*(r.reshape(n, *r.shape[2:]) for r in results))

@@ -1,0 +1,64 @@
+"""Base reconstruction config: the paper's settings (Sec. 3-4), from which every experiment config derives.
+
+Command:  python -m recon.reconstruct --particles P.star --workdir W [--config experiments/configs/default.py]
+          [--config.KEY=VALUE ...]
+Every field can be overridden on the command line, e.g. ``--config.prior.kind=car``.
+"""
+
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.batch_size = 200  # minibatches of 200 particles (Sec. 3.2)
+    c.max_table_elements = 6_000_000  # bounds particles per matrix product (chunk) inside a minibatch
+    c.remat = True  # recompute chunks in the backward pass (memory) rather than store them (speed)
+    c.num_heldout = 100  # held-out particles for RREMSE (App. C); at most 10% of the data
+    c.particle_radius_angstrom = 0.0  # 0: 40% of the box
+    c.invert_contrast = False  # True for stacks with dark particles
+    c.pixel_size_angstrom = 0.0  # 0: from the particle file
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.start_resolution_angstrom = 40.0  # omega from 1/40 A ...
+    c.schedule.target_resolution_angstrom = 10.0  # ... to 1/10 A (clipped to 0.9 x Nyquist)
+    c.schedule.level_ratio = 1.2  # consecutive levels at most this factor apart
+    c.schedule.iterations_per_level = 300
+
+    c.quadrature = ml_collections.ConfigDict()
+    c.quadrature.angular_extent = "particle"  # angular step from the particle diameter ("box": the paper's code)
+    c.quadrature.max_shift_angstrom = 0.0  # 0: 10% of the box
+    c.quadrature.shift_sigma_angstrom = 0.0  # Gaussian shift prior; 0: 5% of the box
+
+    c.prior = ml_collections.ConfigDict()
+    c.prior.kind = "exponential"  # exponential | uniform | car
+    c.prior.scale = 0.1  # exponential rate = scale / typical density; CAR 1/sigma^2 = scale / typical^2
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.kind = "sagd"  # sagd | sgd | adam (optax, for ablations)
+    c.optimizer.lipschitz_init = 1.0  # refined by the line search at the first iteration
+    c.optimizer.line_search_every = 20
+    c.optimizer.lipschitz_halving_iterations = 150.0  # gradual decrease of L between line searches
+    c.optimizer.stored_grad_dtype = "float32"  # or bfloat16 (halves SAGD's memory)
+    c.optimizer.learning_rate = 1e-3  # optax only
+    c.optimizer.momentum = 0.9  # sgd only
+
+    c.init = ml_collections.ConfigDict()
+    c.init.num_spheres = 40
+
+    c.stop = ml_collections.ConfigDict()
+    c.stop.max_iterations = 5000
+    c.stop.max_minutes = 0.0  # 0: no limit
+    c.stop.patience = 4  # held-out evaluations without improvement at the final level
+    c.stop.min_improvement = 1e-4
+    c.stop.final_level_iterations = 1000  # for the ETA only
+
+    c.output = ml_collections.ConfigDict()
+    c.output.log_every = 10
+    c.output.heldout_every = 50
+    c.output.save_map_every = 100
+    c.output.checkpoint_every = 50
+    c.output.checkpoint_minutes = 5.0
+    c.output.keep_checkpoints = 3
+    c.output.final_pose_pass = True  # assign every particle's pose with the final map
+    return c

@@ -1,0 +1,45 @@
+"""Ab-initio reconstruction from a particle stack.
+
+    python -m recon.reconstruct --particles P.star|P.cs --workdir W [--config CONFIG.py] [--config.KEY=VALUE ...]
+
+Running the same command again on an existing workdir resumes from its last checkpoint. See
+``recon.training`` for the workdir layout and ``experiments/configs/default.py`` for the settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from recon import training
+from recon.data import open_dataset
+from recon.errors import InputError, user_errors_exit
+from recon.io import metadata
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = flags.FLAGS
+flags.DEFINE_string("particles", None, "RELION .star or cryoSPARC .cs particle file.")
+flags.DEFINE_string("workdir", None, "Output folder (resumes if it holds checkpoints).")
+flags.DEFINE_string("data_dir", None, "Extra folder in which to look for the particle stacks.")
+flags.DEFINE_bool("quiet", False, "No progress lines on the terminal (they still go to WORKDIR/run.log).")
+config_flags.DEFINE_config_file("config", os.path.join(REPO, "experiments", "configs", "default.py"),
+                                "Reconstruction config (ml_collections).")
+
+
+@user_errors_exit
+def main(argv):
+    del argv
+    if not FLAGS.particles or not FLAGS.workdir:
+        raise InputError("--particles and --workdir are required")
+    config = FLAGS.config
+    meta = metadata.read_particles(FLAGS.particles, config.pixel_size_angstrom or None, FLAGS.data_dir)
+    dataset = open_dataset(meta, config.particle_radius_angstrom or None, config.invert_contrast)
+    summary = training.run(config, dataset, os.path.abspath(FLAGS.workdir), quiet=FLAGS.quiet)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    app.run(main)

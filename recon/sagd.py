@@ -1,0 +1,54 @@
+"""Stochastic average gradient descent (Sec. 3.2, App. A, Algorithm 1) with positivity.
+
+The objective is ``f(V) = sum_k f_k(V)`` over ``n`` minibatches, ``f_k = -sum_{i in k} log p(I_i | V) + E(V) / n``
+with ``E`` the prior energy. SAGD keeps the last data gradient ``dV_k`` of every minibatch and their running sum
+``g_hat``; a step on minibatch ``k`` replaces ``dV_k`` by the fresh gradient and moves
+
+    V <- max(0, V - epsilon / L * (g_hat / m + grad E(V) / n))
+
+with ``m`` the number of minibatches seen so far (Schmidt, Le Roux & Bach's SAG normalisation, so early steps are
+not shrunk by unseen batches) and ``L`` a Lipschitz estimate of ``grad f_k``, found by the line search
+``f_k(V) - f_k(V - g / L) >= |g|^2 / (2 L)`` and decreased gradually in between.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+
+class SAGDState(NamedTuple):
+    """volume ``(D,D,D)``; grad_sum ``(D,D,D)``; stored_grads ``(n, D,D,D)`` (dtype may be bfloat16);
+    seen ``(n,)`` bool; lipschitz ``()``; iteration ``()`` int32."""
+
+    volume: jnp.ndarray
+    grad_sum: jnp.ndarray
+    stored_grads: jnp.ndarray
+    seen: jnp.ndarray
+    lipschitz: jnp.ndarray
+    iteration: jnp.ndarray
+
+
+def init(volume, num_batches: int, lipschitz: float, grad_dtype=jnp.float32) -> SAGDState:
+    volume = jnp.asarray(volume, jnp.float32)
+    return SAGDState(
+        volume=volume, grad_sum=jnp.zeros_like(volume),
+        stored_grads=jnp.zeros((num_batches, *volume.shape), grad_dtype),
+        seen=jnp.zeros((num_batches,), bool), lipschitz=jnp.asarray(lipschitz, jnp.float32),
+        iteration=jnp.asarray(0, jnp.int32))
+
+
+def update(state: SAGDState, batch_index, data_grad, prior_grad, epsilon, lipschitz) -> SAGDState:
+    """One SAGD step on minibatch ``batch_index`` with its fresh data gradient; pure."""
+    n = state.stored_grads.shape[0]
+    old = state.stored_grads[batch_index].astype(jnp.float32)
+    stored = state.stored_grads.at[batch_index].set(data_grad.astype(state.stored_grads.dtype))
+    # Use the stored (possibly rounded) value in the sum so that grad_sum stays the sum of stored_grads.
+    grad_sum = state.grad_sum + stored[batch_index].astype(jnp.float32) - old
+    seen = state.seen.at[batch_index].set(True)
+    m = jnp.maximum(jnp.sum(seen), 1).astype(jnp.float32)
+    direction = grad_sum / m + prior_grad / n
+    volume = jnp.maximum(state.volume - epsilon / lipschitz * direction, 0.0)
+    return SAGDState(volume=volume, grad_sum=grad_sum, stored_grads=stored, seen=seen,
+                     lipschitz=jnp.asarray(lipschitz, jnp.float32), iteration=state.iteration + 1)

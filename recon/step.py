@@ -1,0 +1,119 @@
+"""The jitted pieces of one iteration, as pure functions built once per resolution level.
+
+* ``gradient(volume, batch) -> ((f_k, ParticleResult), data_grad)``: the minibatch's data objective
+  ``-sum mask * log p(I | V)`` and its gradient (the expensive part);
+* ``objective(volume, batch) -> f_k``: data + prior share, forward only (for the Lipschitz line search);
+* ``update(state, batch_index, data_grad, controls) -> state``: the SAGD (or optax) step with positivity.
+
+Shapes are static per level (the grid's arrays and a padded minibatch), so each compiles once per level; the
+schedules' scalars are traced arguments (changing them never recompiles).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from recon import likelihood, priors, sagd
+from recon.ctf import CTFParams
+
+
+class Batch(NamedTuple):
+    """A padded minibatch: images ``(B, D, D)`` (normalised), ctf fields ``(B,)``, mask ``(B,)`` (1 real, 0 pad),
+    batch_index ``()`` (which SAGD slot)."""
+
+    images: jnp.ndarray
+    ctf: CTFParams
+    mask: jnp.ndarray
+    batch_index: jnp.ndarray
+
+
+class Controls(NamedTuple):
+    """Per-iteration scalars from the schedules and the line search."""
+
+    epsilon: jnp.ndarray
+    lipschitz: jnp.ndarray
+
+
+class OptaxState(NamedTuple):
+    volume: jnp.ndarray
+    opt_state: Any
+    iteration: jnp.ndarray
+
+
+class StepFunctions(NamedTuple):
+    gradient: Any
+    objective: Any
+    update: Any
+    evaluate: Any
+
+
+def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior_strength: float,
+                        num_batches: int, chunk_size: int = 25, optimizer: str = "sagd", optax_transform=None,
+                        remat: bool = True) -> StepFunctions:
+    """Pure functions for one resolution level (jit each once)."""
+
+    def log_marginals(volume, images, ctf):
+        return likelihood.batch_log_marginals(volume, images, ctf, grid, pixel_size_angstrom, chunk_size, remat)
+
+    def data_objective(volume, batch: Batch):
+        result = log_marginals(volume, batch.images, batch.ctf)
+        return -jnp.sum(batch.mask * result.log_marginal), result
+
+    def prior_share(volume):
+        return priors.energy(volume, prior_kind, prior_strength) / num_batches
+
+    def gradient(volume, batch: Batch):
+        return jax.value_and_grad(data_objective, has_aux=True)(volume, batch)
+
+    def objective(volume, batch: Batch):
+        return data_objective(volume, batch)[0] + prior_share(volume)
+
+    if optimizer == "sagd":
+
+        def update(state: sagd.SAGDState, batch_index, data_grad, controls: Controls):
+            prior_grad = jax.grad(lambda v: priors.energy(v, prior_kind, prior_strength))(state.volume)
+            return sagd.update(state, batch_index, data_grad, prior_grad, controls.epsilon, controls.lipschitz)
+
+    else:
+
+        def update(state: OptaxState, batch_index, data_grad, controls: Controls):
+            del batch_index, controls
+            grad = data_grad + jax.grad(prior_share)(state.volume)
+            updates, opt_state = optax_transform.update(grad, state.opt_state, state.volume)
+            volume = jnp.maximum(optax.apply_updates(state.volume, updates), 0.0)
+            return OptaxState(volume, opt_state, state.iteration + 1)
+
+    return StepFunctions(gradient=gradient, objective=objective, update=update, evaluate=log_marginals)
+
+
+def prior_gradient_share(volume, prior_kind: str, prior_strength: float, num_batches: int):
+    return jax.grad(lambda v: priors.energy(v, prior_kind, prior_strength))(volume) / num_batches
+
+
+def line_search(objective, volume, value, grad, lipschitz: float, max_doublings: int = 40,
+                max_halvings: int = 6) -> float:
+    """Host-side Lipschitz search: the smallest ``L = lipschitz * 2^j`` with
+    ``f(V) - f(V - g/L) >= |g|^2 / (2L)`` (halving while it holds, doubling until it does)."""
+    g2 = float(jnp.sum(grad * grad))
+    if g2 == 0.0:
+        return lipschitz
+
+    def ok(lip):
+        return float(value) - float(objective(volume - grad / lip)) >= g2 / (2.0 * lip)
+
+    lip = float(lipschitz)
+    if ok(lip):
+        for _ in range(max_halvings):
+            if not ok(lip * 0.5):
+                break
+            lip *= 0.5
+        return lip
+    for _ in range(max_doublings):
+        lip *= 2.0
+        if ok(lip):
+            return lip
+    return lip

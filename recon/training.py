@@ -1,0 +1,426 @@
+"""The reconstruction loop (host side): data, schedules, the jitted step, held-out error, outputs, resume.
+
+Workdir layout::
+
+    config.json        the full config of the run
+    metrics.jsonl      one JSON line per iteration (and one per held-out evaluation)
+    maps/iter_NNNNNNNN.mrc   snapshots;   final.mrc   the result (with the data's pixel size)
+    poses.star         per particle: most probable rotation and shift (RELION convention) + CTF columns
+    checkpoints/ckpt_NNNNNNNN.npz        the last few checkpoints (running the command again resumes)
+    run.log            the progress lines
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from recon import checkpoint, initial, likelihood, priors, projection, quadrature, sagd, schedules
+from recon import step as step_lib
+from recon.ctf import CTFParams
+from recon.data import ParticleDataset
+from recon.errors import InputError, fail
+from recon.io import mrc, star
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Static plan of a run: split, minibatches, levels.
+
+
+@dataclasses.dataclass
+class Plan:
+    train: np.ndarray  # (n_train,) particle indices
+    heldout: np.ndarray  # (n_heldout,)
+    batches: np.ndarray  # (n_batches, B) particle indices, padded with -1
+    resolutions: np.ndarray  # (n_levels,) Angstrom
+    extent_angstrom: float
+    max_shift_angstrom: float
+    shift_sigma_angstrom: float
+
+
+def make_plan(config, dataset: ParticleDataset) -> Plan:
+    n = len(dataset)
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(n)
+    num_heldout = min(config.num_heldout, n // 10)
+    heldout, train = np.sort(order[:num_heldout]), order[num_heldout:]
+    if len(train) == 0:
+        raise fail(dataset.meta.source, "no particles left for training")
+    b = config.batch_size
+    num_batches = math.ceil(len(train) / b)
+    batches = np.full((num_batches, b), -1, dtype=np.int64)
+    batches.reshape(-1)[:len(train)] = train
+    pixel = dataset.pixel_size_angstrom
+    box_angstrom = dataset.box_size * pixel
+    nyquist = 2.0 * pixel
+    target = max(config.schedule.target_resolution_angstrom, nyquist / 0.9)
+    start = max(config.schedule.start_resolution_angstrom, target)
+    resolutions = schedules.resolution_levels(start, target, config.schedule.level_ratio)
+    extent = 2.0 * dataset.particle_radius_angstrom if config.quadrature.angular_extent == "particle" else box_angstrom
+    max_shift = config.quadrature.max_shift_angstrom or 0.1 * box_angstrom
+    sigma = config.quadrature.shift_sigma_angstrom or 0.05 * box_angstrom
+    return Plan(train=np.sort(train), heldout=heldout, batches=batches, resolutions=resolutions, extent_angstrom=extent,
+                max_shift_angstrom=max_shift, shift_sigma_angstrom=sigma)
+
+
+def level_quadrature(plan: Plan, level: int) -> quadrature.Quadrature:
+    omega = 1.0 / plan.resolutions[level]
+    return quadrature.make_quadrature(omega, plan.extent_angstrom, plan.max_shift_angstrom, plan.shift_sigma_angstrom)
+
+
+def batch_order(seed: int, epoch: int, num_batches: int) -> np.ndarray:
+    """The order in which minibatches are visited in ``epoch`` (deterministic, so resuming replays it)."""
+    return np.random.default_rng([seed, epoch]).permutation(num_batches)
+
+
+def make_batch(dataset: ParticleDataset, indices: np.ndarray, slot: int) -> step_lib.Batch:
+    """A padded minibatch (entries ``-1`` become zero images with mask 0 and a copy of a real CTF)."""
+    real = indices >= 0
+    safe = np.where(real, indices, indices[real][0])
+    images = dataset.images(safe)
+    images[~real] = 0.0
+    ctf = dataset.meta.ctf.take(safe)
+    return step_lib.Batch(images=jnp.asarray(images), ctf=CTFParams(*(jnp.asarray(f, jnp.float32) for f in ctf)),
+                          mask=jnp.asarray(real, jnp.float32), batch_index=jnp.asarray(slot, jnp.int32))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Initialisation.
+
+
+def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.ndarray, float]:
+    """Random spheres inside the particle radius, scaled so that their projections carry the data's signal power.
+    Returns the volume and the typical density inside the support (for the prior strengths)."""
+    size = dataset.box_size
+    radius = dataset.radius_pixels
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
+    unit = np.asarray(initial.random_spheres(key, size, radius, config.init.num_spheres))
+    rng = np.random.default_rng(config.seed + 1)
+    sample = rng.choice(plan.train, size=min(256, len(plan.train)), replace=False)
+    images = dataset.images(np.sort(sample))
+    signal_var = float(np.mean(np.var(images, axis=(1, 2))) - 1.0)
+    if not signal_var > 1e-3:
+        signal_var = 0.05  # below detection from the variance: assume the paper's typical SNR
+    vft = projection.prepare_volume_ft(jnp.asarray(unit))
+    angles = np.stack([rng.uniform(-180, 180, 32), np.degrees(np.arccos(rng.uniform(-1, 1, 32))),
+                       rng.uniform(-180, 180, 32)], -1)
+    ctf = dataset.meta.ctf.take(sample[:32])
+
+    def render(a, c):
+        from recon import conventions
+        return projection.particle_image(vft, conventions.euler_to_matrix(a), jnp.zeros(2), c, size,
+                                         dataset.pixel_size_angstrom)
+
+    predicted = np.asarray(jax.vmap(render)(jnp.asarray(angles, jnp.float32),
+                                            CTFParams(*(jnp.asarray(f, jnp.float32) for f in ctf))))
+    scale = math.sqrt(signal_var / max(float(np.mean(np.var(predicted, axis=(1, 2)))), 1e-12))
+    volume = (unit * scale).astype(np.float32)
+    support = initial.support_mask(size, radius)
+    return volume, float(volume[support].mean())
+
+
+def prior_strength(config, typical_density: float) -> float:
+    kind = config.prior.kind
+    if kind == "exponential":
+        return config.prior.scale / typical_density
+    if kind == "car":
+        return config.prior.scale / typical_density**2
+    return 0.0
+
+
+def make_optax(config):
+    opt = config.optimizer
+    if opt.kind == "sgd":
+        return optax.sgd(opt.learning_rate, momentum=opt.momentum, nesterov=True)
+    if opt.kind == "adam":
+        return optax.adam(opt.learning_rate)
+    raise InputError(f"unknown optimizer {opt.kind!r} (sagd, sgd, adam)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Progress.
+
+
+class Progress:
+    def __init__(self, workdir: str, quiet: bool = False):
+        self.log_file = open(os.path.join(workdir, "run.log"), "a")
+        self.metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        self.quiet = quiet
+
+    def line(self, text: str):
+        stamp = time.strftime("%H:%M:%S")
+        if not self.quiet:
+            print(f"[{stamp}] {text}", flush=True)
+        self.log_file.write(f"[{stamp}] {text}\n")
+        self.log_file.flush()
+
+    def metrics(self, record: dict):
+        self.metrics_file.write(json.dumps(record) + "\n")
+        self.metrics_file.flush()
+
+    def close(self):
+        self.log_file.close()
+        self.metrics_file.close()
+
+
+def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run.
+
+
+@dataclasses.dataclass
+class RunState:
+    """Host-side state that is checkpointed with the optimiser state."""
+
+    best_pose: np.ndarray  # (N, 3) int32 (direction, in-plane, shift) at the particle's last visit, -1 unseen
+    best_level: np.ndarray  # (N,) int32 level of best_pose
+    elapsed: float = 0.0
+    best_rremse: float = math.inf
+    stale_evaluations: int = 0
+    last_rremse: float = math.nan
+    done: bool = False
+
+    def tree(self):
+        return {"best_pose": self.best_pose, "best_level": self.best_level}
+
+
+def heldout_rremse(evaluate, volume, dataset: ParticleDataset, heldout: np.ndarray, grid, chunk: int) -> float:
+    """RREMSE (Eq. 20): sqrt(mean over held-out images of E^2 / (sigma^2 * N_k)), N_k the frequencies used."""
+    n = len(heldout)
+    padded = int(math.ceil(n / chunk) * chunk)
+    idx = np.concatenate([heldout, np.full(padded - n, -1)])
+    batch = make_batch(dataset, idx, 0)
+    result = evaluate(volume, batch.images, batch.ctf)
+    residual = np.asarray(result.expected_residual)[:n]
+    num_freqs = float(np.sum(np.asarray(grid.freq_weights)))
+    return float(np.sqrt(np.mean(residual) / num_freqs))
+
+
+def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> dict:
+    """Reconstruct ab initio into ``workdir`` (resuming from its last checkpoint). Returns a summary dict."""
+    os.makedirs(os.path.join(workdir, "maps"), exist_ok=True)
+    config_path = os.path.join(workdir, "config.json")
+    config_json = config.to_json_best_effort(indent=1, sort_keys=True)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    resuming = bool(checkpoint.list_checkpoints(ckpt_dir))
+    if resuming and os.path.exists(config_path):
+        with open(config_path) as f:
+            if json.load(f) != json.loads(config_json):
+                raise fail(config_path, "the workdir holds a run with a different config; use a new --workdir "
+                                        "(or the same config to resume)")
+    with open(config_path, "w") as f:
+        f.write(config_json)
+
+    progress = Progress(workdir, quiet)
+    plan = make_plan(config, dataset)
+    n_batches, batch_size = plan.batches.shape
+    chunk = 1
+    pixel = dataset.pixel_size_angstrom
+    levels = len(plan.resolutions)
+    per_level = config.schedule.iterations_per_level
+
+    volume0, typical = initial_volume(config, dataset, plan)
+    strength = prior_strength(config, typical)
+    use_sagd = config.optimizer.kind == "sagd"
+    transform = None if use_sagd else make_optax(config)
+    if use_sagd:
+        grad_dtype = jnp.bfloat16 if config.optimizer.stored_grad_dtype == "bfloat16" else jnp.float32
+        opt_state = sagd.init(volume0, n_batches, config.optimizer.lipschitz_init, grad_dtype)
+    else:
+        opt_state = step_lib.OptaxState(jnp.asarray(volume0), transform.init(jnp.asarray(volume0)),
+                                        jnp.asarray(0, jnp.int32))
+    host = RunState(best_pose=np.full((len(dataset), 3), -1, np.int32), best_level=np.full(len(dataset), -1, np.int32))
+
+    if resuming:
+        restored, meta = checkpoint.load_latest(ckpt_dir, (opt_state, host.tree()))
+        if restored is not None:
+            opt_state, trees = restored
+            opt_state = jax.tree_util.tree_map(jnp.asarray, opt_state)
+            host.best_pose, host.best_level = trees["best_pose"], trees["best_level"]
+            for key in ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done"):
+                setattr(host, key, meta[key])
+            progress.line(f"resumed from iteration {int(opt_state.iteration)} ({workdir}/checkpoints)")
+    else:
+        mrc.write_map(os.path.join(workdir, "maps", "initial.mrc"), volume0, pixel)
+        progress.line(f"{len(dataset)} particles ({len(plan.train)} train, {len(plan.heldout)} held out), "
+                      f"{dataset.box_size} px at {pixel:.3g} A/px, {n_batches} minibatches of {batch_size}; "
+                      f"levels {', '.join(f'{r:.1f}' for r in plan.resolutions)} A")
+
+    def save_checkpoint():
+        meta = {k: getattr(host, k) for k in ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done")}
+        meta["best_rremse"] = meta["best_rremse"] if math.isfinite(meta["best_rremse"]) else 1e300
+        checkpoint.save(ckpt_dir, int(opt_state.iteration), (opt_state, host.tree()), meta,
+                        keep=config.output.keep_checkpoints)
+
+    iteration = int(opt_state.iteration)
+    compiled_level = None
+    start_wall = time.time() - host.elapsed
+    last_checkpoint = time.time()
+    recent = []  # (seconds, particles) of recent iterations
+    stop_reason = "done" if host.done else None
+    while stop_reason is None:
+        if iteration >= config.stop.max_iterations:
+            stop_reason = f"reached {config.stop.max_iterations} iterations"
+            break
+        if config.stop.max_minutes and time.time() - start_wall > 60 * config.stop.max_minutes:
+            stop_reason = f"reached {config.stop.max_minutes} minutes"
+            break
+        level = schedules.level_at(iteration, levels, per_level)
+        if level != compiled_level:
+            rule = level_quadrature(plan, level)
+            grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / plan.resolutions[level])
+            chunk = likelihood.auto_chunk_size(batch_size, grid, config.max_table_elements)
+            fns = step_lib.make_step_functions(grid, pixel, config.prior.kind, strength, n_batches, chunk,
+                                               config.optimizer.kind, transform, config.remat)
+            gradient_fn = jax.jit(fns.gradient)
+            objective_fn = jax.jit(fns.objective)
+            update_fn = jax.jit(fns.update, donate_argnums=0)
+            evaluate = jax.jit(fns.evaluate)
+            prior_fn = jax.jit(lambda v: (priors.energy(v, config.prior.kind, strength) / n_batches,
+                                          step_lib.prior_gradient_share(v, config.prior.kind, strength, n_batches)))
+            points_per_particle = rule.size
+            compiled_level = level
+            progress.line(f"level {level + 1}/{levels}: {plan.resolutions[level]:.1f} A, "
+                          f"{len(rule.directions)} directions x {len(rule.inplane_degrees)} in-plane x "
+                          f"{len(rule.shifts_angstrom)} shifts, {int(np.sum(np.asarray(grid.freq_weights)))} "
+                          "frequencies")
+        epoch, position = divmod(iteration, n_batches)
+        slot = int(batch_order(config.seed, epoch, n_batches)[position])
+        indices = plan.batches[slot]
+        t0 = time.time()
+        batch = make_batch(dataset, indices, slot)
+        volume = opt_state.volume
+        (data_value, result), data_grad = gradient_fn(volume, batch)
+        prior_value, prior_grad = prior_fn(volume)
+        objective = float(data_value + prior_value)
+        if not math.isfinite(objective):
+            raise RuntimeError(f"objective became {objective} at iteration {iteration}; the last checkpoint in "
+                               f"{ckpt_dir} is intact")
+        lipschitz = float(opt_state.lipschitz) if use_sagd else 0.0
+        if use_sagd:
+            if schedules.line_search_due(iteration, per_level, config.optimizer.line_search_every):
+                lipschitz = step_lib.line_search(lambda v: objective_fn(v, batch), volume, objective,
+                                                 data_grad + prior_grad, lipschitz)
+            else:
+                lipschitz *= schedules.lipschitz_decay(config.optimizer.lipschitz_halving_iterations)
+        controls = step_lib.Controls(epsilon=jnp.asarray(schedules.step_size(iteration), jnp.float32),
+                                     lipschitz=jnp.asarray(lipschitz, jnp.float32))
+        opt_state = update_fn(opt_state, jnp.asarray(slot, jnp.int32), data_grad, controls)
+        out_best = np.asarray(result.best)
+        real = indices >= 0
+        host.best_pose[indices[real]] = out_best[real]
+        host.best_level[indices[real]] = level
+        seconds = time.time() - t0
+        recent = (recent + [(seconds, int(real.sum()))])[-20:]
+        rate = sum(p for _, p in recent) / max(sum(s for s, _ in recent), 1e-9)
+        iteration += 1
+        host.elapsed = time.time() - start_wall
+        record = {"iteration": iteration, "level": level, "max_freq_per_angstrom": 1.0 / plan.resolutions[level],
+                  "resolution_angstrom": float(plan.resolutions[level]),
+                  "objective": objective / max(int(real.sum()), 1), "step_size": schedules.step_size(iteration - 1),
+                  "lipschitz": lipschitz, "seconds": round(host.elapsed, 3),
+                  "quadrature_points": int(points_per_particle * int(real.sum())),
+                  "particles_per_second": rate}
+        if schedules.heldout_due(iteration - 1, config.output.heldout_every, per_level) and len(plan.heldout):
+            volume = opt_state.volume
+            host.last_rremse = heldout_rremse(evaluate, volume, dataset, plan.heldout, grid, chunk)
+            record["heldout_rremse"] = host.last_rremse
+            if level == levels - 1:
+                if host.last_rremse < host.best_rremse - config.stop.min_improvement:
+                    host.best_rremse, host.stale_evaluations = host.last_rremse, 0
+                else:
+                    host.stale_evaluations += 1
+                if host.stale_evaluations >= config.stop.patience:
+                    stop_reason = "held-out error stopped improving at the final resolution"
+        progress.metrics(record)
+        remaining = max(0, min(config.stop.max_iterations, levels * per_level + config.stop.final_level_iterations)
+                        - iteration)
+        eta = remaining * (sum(s for s, _ in recent) / len(recent))
+        if config.stop.max_minutes:
+            eta = min(eta, 60 * config.stop.max_minutes - host.elapsed)
+        if schedules.due(iteration, config.output.log_every) or stop_reason:
+            progress.line(f"it {iteration:6d}  {plan.resolutions[level]:5.1f} A  objective {record['objective']:10.3f}  "
+                          f"held-out {host.last_rremse:.4f}  {rate:6.1f} particles/s  "
+                          f"elapsed {format_seconds(host.elapsed)}  left ~{format_seconds(eta)}")
+        if schedules.due(iteration, config.output.save_map_every):
+            mrc.write_map(os.path.join(workdir, "maps", f"iter_{iteration:08d}.mrc"), np.asarray(opt_state.volume),
+                          pixel)
+        if (schedules.due(iteration, config.output.checkpoint_every)
+                or time.time() - last_checkpoint > 60 * config.output.checkpoint_minutes):
+            save_checkpoint()
+            last_checkpoint = time.time()
+
+    volume = np.asarray(opt_state.volume)
+    if not host.done:
+        if config.output.final_pose_pass:
+            level = schedules.level_at(max(iteration - 1, 0), levels, per_level)
+            rule = level_quadrature(plan, level)
+            grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / plan.resolutions[level])
+            chunk = likelihood.auto_chunk_size(batch_size, grid, config.max_table_elements)
+            evaluate = jax.jit(step_lib.make_step_functions(grid, pixel, config.prior.kind, strength, n_batches,
+                                                            chunk).evaluate)
+            for row in plan.batches:
+                real = row >= 0
+                b = make_batch(dataset, row, 0)
+                host.best_pose[row[real]] = np.asarray(evaluate(opt_state.volume, b.images, b.ctf).best)[real]
+                host.best_level[row[real]] = level
+            if len(plan.heldout):
+                padded = int(math.ceil(len(plan.heldout) / chunk) * chunk)
+                row = np.concatenate([plan.heldout, np.full(padded - len(plan.heldout), -1)])
+                b = make_batch(dataset, row, 0)
+                real = row >= 0
+                host.best_pose[row[real]] = np.asarray(evaluate(opt_state.volume, b.images, b.ctf).best)[real]
+                host.best_level[row[real]] = level
+        mrc.write_map(os.path.join(workdir, "final.mrc"), volume, pixel)
+        write_poses(os.path.join(workdir, "poses.star"), dataset, plan, host)
+        host.done = True
+        save_checkpoint()
+        progress.line(f"stopped: {stop_reason}; wrote {workdir}/final.mrc and poses.star")
+    else:
+        progress.line(f"{workdir} holds a finished run; final.mrc and poses.star are there")
+    progress.close()
+    return {"iterations": iteration, "elapsed_seconds": host.elapsed, "heldout_rremse": host.last_rremse,
+            "final_map": os.path.join(workdir, "final.mrc"), "stop_reason": stop_reason}
+
+
+def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState) -> None:
+    """RELION 3.1 STAR with each particle's most probable pose and shift at its last evaluation + its CTF."""
+    meta = dataset.meta
+    n = len(meta)
+    angles = np.zeros((n, 3))
+    origins = np.zeros((n, 2))
+    rules = {}
+    for i in range(n):
+        level = int(host.best_level[i])
+        if level < 0:
+            continue
+        if level not in rules:
+            rules[level] = level_quadrature(plan, level)
+        rule = rules[level]
+        d, p, t = host.best_pose[i]
+        rot, tilt = quadrature.directions_to_angles(rule.directions[d])
+        angles[i] = (rot, tilt, rule.inplane_degrees[p])
+        origins[i] = rule.shifts_angstrom[t]
+    out = dataclasses.replace(meta, angles_degrees=angles, origins_angstrom=origins,
+                              box_size=np.full(n, dataset.box_size),
+                              pixel_size_angstrom=np.full(n, dataset.pixel_size_angstrom))
+    names = [os.path.relpath(s, os.path.dirname(os.path.abspath(path))) for s in meta.stack_paths]
+    image_names = np.array([f"{j + 1:06d}@{s}" for j, s in zip(meta.image_indices, names)], dtype=object)
+    star.write_star(path, out, image_names=image_names)
+
+

@@ -1,0 +1,152 @@
+"""The fast log-marginal (matrix products, interpolated transforms) against float64 brute-force sums."""
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+import jax
+import jax.numpy as jnp
+
+from recon import conventions as cv
+from recon import likelihood as lk
+from recon import projection as pj
+from recon import quadrature as q
+from recon.ctf import CTFParams, ctf_value, make_ctf_params
+from tests.conftest import blob_volume
+
+D, PIXEL, OMEGA = 16, 6.0, 1 / 24.0
+
+
+def small_rule():
+    """A hand-made quadrature of 20 directions x 8 in-plane angles x 5 shifts = 800 poses."""
+    dirs = q.fibonacci_sphere(20)
+    shifts = np.array([[0.0, 0.0], [6.0, 0.0], [-6.0, 0.0], [0.0, 6.0], [0.0, -6.0]])
+    return q.Quadrature(dirs, np.full(20, 1 / 20), np.arange(8) * 45.0, np.full(8, 1 / 8), shifts,
+                        q.gaussian_shift_weights(shifts, 8.0), 20.0, 6.0)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    vol, _ = blob_volume(D, seed=3, n_blobs=6, spread=0.15)
+    rule = small_rule()
+    grid = lk.make_grid(D, PIXEL, rule, OMEGA)
+    rng = np.random.default_rng(0)
+    ctfs = [make_ctf_params(15000.0, 14000.0, 30.0, 300.0, 2.7, 0.1), make_ctf_params(22000.0, 21000.0, -50.0)]
+    images = []
+    vft = pj.prepare_volume_ft(jnp.asarray(vol, jnp.float32))
+    for i, ctf in enumerate(ctfs):
+        angles = np.array([40.0 + 30 * i, 70.0, 45.0 * (i + 1)])
+        clean = np.asarray(pj.particle_image(vft, jnp.asarray(cv.euler_to_matrix(angles), jnp.float32),
+                                             jnp.asarray(rule.shifts_angstrom[i + 1], jnp.float32),
+                                             CTFParams(*(jnp.asarray(f, jnp.float32) for f in ctf)), D, PIXEL))
+        images.append(clean * 3.0 + rng.normal(size=clean.shape))
+    return vol * 3.0, rule, grid, np.array(images, np.float32), ctfs
+
+
+def brute_force_table(xp, vol, image, ctf, rule):
+    """log p(I | d, p, t) by explicit loops over the poses, exact DFTs at the rotated nodes (the definition in
+    recon.likelihood): -(sum_k w |I(k)|^2 - 2 sum_k w Re(conj(I(R_p k)) C(R_p k) S_t(R_p k) P_d(k))
+    + sum_k w C(R_p k)^2 |P_d(k)|^2) / (2 D^2)."""
+    nodes, w = lk.half_plane_frequencies(D, OMEGA * PIXEL)
+    x = cv.box_coordinates(D).astype(np.float64)
+    zz, yy, xx = np.meshgrid(x, x, x, indexing="ij")
+    x3 = np.stack([xx.ravel(), yy.ravel(), zz.ravel()], -1)
+    y2, x2 = np.meshgrid(x, x, indexing="ij")
+    x2d = np.stack([x2.ravel(), y2.ravel()], -1)
+    img = xp.asarray(image, dtype=xp.float64).ravel()
+    v = vol.ravel()
+    on_grid = xp.exp(-2j * np.pi * (nodes @ x2d.T)) @ img
+    norm = xp.sum(w * xp.abs(on_grid) ** 2)
+    rot_tilt = q.directions_to_angles(rule.directions)
+    rows = []
+    for psi in rule.inplane_degrees:
+        c, s = np.cos(np.radians(psi)), np.sin(np.radians(psi))
+        rotated = nodes @ np.array([[c, s], [-s, c]]).T
+        data = xp.exp(-2j * np.pi * (rotated @ x2d.T)) @ img
+        ctf_values = ctf_value(rotated / PIXEL, ctf)
+        per_shift = []
+        for t in rule.shifts_angstrom:
+            phase = np.exp(2j * np.pi * (rotated / PIXEL) @ t)
+            per_dir = []
+            for rt in rot_tilt:
+                a = cv.euler_to_matrix(np.array([rt[0], rt[1], 0.0]))
+                k3 = nodes[:, :1] * a[0] + nodes[:, 1:2] * a[1]
+                p = xp.exp(-2j * np.pi * (k3 @ x3.T)) @ v
+                cross = xp.sum(w * xp.real(xp.conj(data) * ctf_values * phase * p))
+                quad = xp.sum(w * ctf_values**2 * xp.abs(p) ** 2)
+                per_dir.append(-(norm - 2 * cross + quad) / (2 * D * D))
+            per_shift.append(xp.stack(per_dir))
+        rows.append(xp.stack(per_shift))
+    return xp.stack(rows)  # (n_psi, n_t, n_dir)
+
+
+def fast(vol, images, ctfs, grid):
+    ctf = CTFParams(*(jnp.asarray(np.stack([c[i] for c in ctfs]), jnp.float32) for i in range(9)))
+    return lk.batch_log_marginals(jnp.asarray(vol, jnp.float32), jnp.asarray(images), ctf, grid, PIXEL,
+                                  chunk_size=len(images))
+
+
+def test_log_marginal_and_posteriors_match_brute_force(problem):
+    vol, rule, grid, images, ctfs = problem
+    result = fast(vol, images, ctfs, grid)
+    logw = (np.log(rule.inplane_weights)[:, None, None] + np.log(rule.shift_weights)[None, :, None]
+            + np.log(rule.direction_weights)[None, None, :])
+    for i in range(len(images)):
+        table = brute_force_table(np, vol.astype(np.float64), images[i], ctfs[i], rule)
+        lm = logsumexp(table + logw)
+        post = np.exp(table + logw - lm)
+        assert abs(float(result.log_marginal[i]) - lm) < 0.02
+        for axes, got in (((0, 1), result.post_dir), ((1, 2), result.post_psi), ((0, 2), result.post_shift)):
+            assert 0.5 * np.abs(post.sum(axes) - np.asarray(got[i])).sum() < 0.02
+        best = np.unravel_index(np.argmax(table + logw), table.shape)
+        assert tuple(np.asarray(result.best[i])) == (best[2], best[0], best[1])
+        assert abs(float(result.expected_residual[i]) - np.sum(post * -2 * table)) < 0.05
+
+
+def test_gradient_matches_float64_brute_force(problem):
+    vol, rule, grid, images, ctfs = problem
+    logw = (np.log(rule.inplane_weights)[:, None, None] + np.log(rule.shift_weights)[None, :, None]
+            + np.log(rule.direction_weights)[None, None, :])
+
+    def brute(v):
+        return sum(jax.nn.logsumexp(brute_force_table(jnp, v, images[i], ctfs[i], rule) + logw)
+                   for i in range(len(images)))
+
+    with jax.enable_x64(True):
+        g_ref = np.asarray(jax.grad(brute)(jnp.asarray(vol, jnp.float64)))
+    g_fast = np.asarray(jax.grad(lambda v: jnp.sum(fast(v, images, ctfs, grid).log_marginal))(
+        jnp.asarray(vol, jnp.float32)))
+    cosine = np.sum(g_ref * g_fast) / (np.linalg.norm(g_ref) * np.linalg.norm(g_fast))
+    assert cosine > 0.999
+    assert np.linalg.norm(g_fast - g_ref) / np.linalg.norm(g_ref) < 0.03
+
+
+def test_table_algebra_is_exact_given_the_features(problem):
+    """The matrix-product table equals a float64 loop over the same features and slices (float32 accuracy)."""
+    vol, rule, grid, images, ctfs = problem
+    ctf = CTFParams(*(jnp.asarray(f, jnp.float32) for f in ctfs[0]))
+    feats = lk.particle_features(jnp.asarray(images[0]), ctf, grid, PIXEL)
+    slices = np.asarray(lk.direction_slices(jnp.asarray(vol, jnp.float32), grid), np.complex128)
+    phases = np.asarray(lk.shift_phases(grid, PIXEL), np.complex128)
+    table = np.asarray(lk.log_likelihood_table(
+        jax.tree_util.tree_map(lambda a: a[None], feats),
+        jnp.asarray(np.concatenate([slices.real, slices.imag], -1).T, jnp.float32),
+        jnp.asarray((np.abs(slices) ** 2).T, jnp.float32), jnp.asarray(phases, jnp.complex64), grid, D))[0]
+    w = np.asarray(grid.freq_weights, np.float64)
+    data, c = np.asarray(feats.data, np.complex128), np.asarray(feats.ctf, np.float64)
+    for p in range(0, 8, 3):
+        for t in range(5):
+            for d in range(0, 20, 7):
+                cross = np.sum(w * np.real(np.conj(data[p]) * c[p] * phases[p, t] * slices[d]))
+                quad = np.sum(w * c[p] ** 2 * np.abs(slices[d]) ** 2)
+                ref = -(float(feats.data_norm) - 2 * cross + quad) / (2 * D * D)
+                assert abs(table[p, t, d] - ref) < 1e-5 * max(1.0, abs(ref))
+
+
+def test_half_plane_weights_count_the_full_disk():
+    for size, radius in ((16, 0.2), (17, 0.3), (32, 0.45)):
+        nodes, w = lk.half_plane_frequencies(size, radius)
+        f = cv.frequency_coordinates(size)
+        full = np.sum((f[:, None] ** 2 + f[None, :] ** 2) <= radius**2 + 1e-9)
+        assert w.sum() == full
+        assert np.all(nodes[0] == 0) and w[0] == 1
