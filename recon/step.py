@@ -95,7 +95,7 @@ def prior_gradient_share(volume, prior_kind: str, prior_strength: float, num_bat
 
 
 def line_search(objective, volume, value, grad, lipschitz: float, max_doublings: int = 40,
-                max_halvings: int = 6) -> float:
+                max_halvings: int = 30) -> float:
     """Host-side Lipschitz search: the smallest ``L = lipschitz * 2^j`` with
     ``f(V) - f(V - g/L) >= |g|^2 / (2L)`` (halving while it holds, doubling until it does)."""
     g2 = float(jnp.sum(grad * grad))

@@ -172,6 +172,13 @@ class Progress:
         self.metrics_file.close()
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def format_seconds(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -199,12 +206,16 @@ class RunState:
         return {"best_pose": self.best_pose, "best_level": self.best_level}
 
 
+def padded_indices(indices: np.ndarray, multiple: int) -> np.ndarray:
+    """``indices`` padded with -1 to a multiple of ``multiple``."""
+    padded = int(math.ceil(len(indices) / multiple) * multiple)
+    return np.concatenate([indices, np.full(padded - len(indices), -1)])
+
+
 def heldout_rremse(evaluate, volume, dataset: ParticleDataset, heldout: np.ndarray, grid, chunk: int) -> float:
     """RREMSE (Eq. 20): sqrt(mean over held-out images of E^2 / (sigma^2 * N_k)), N_k the frequencies used."""
     n = len(heldout)
-    padded = int(math.ceil(n / chunk) * chunk)
-    idx = np.concatenate([heldout, np.full(padded - n, -1)])
-    batch = make_batch(dataset, idx, 0)
+    batch = make_batch(dataset, padded_indices(heldout, chunk), 0)
     result = evaluate(volume, batch.images, batch.ctf)
     residual = np.asarray(result.expected_residual)[:n]
     num_freqs = float(np.sum(np.asarray(grid.freq_weights)))
@@ -335,7 +346,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
                   "objective": objective / max(int(real.sum()), 1), "step_size": schedules.step_size(iteration - 1),
                   "lipschitz": lipschitz, "seconds": round(host.elapsed, 3),
                   "quadrature_points": int(points_per_particle * int(real.sum())),
-                  "particles_per_second": rate}
+                  "particles_per_second": rate, "peak_rss_mb": peak_rss_mb()}
         if schedules.heldout_due(iteration - 1, config.output.heldout_every, per_level) and len(plan.heldout):
             volume = opt_state.volume
             host.last_rremse = heldout_rremse(evaluate, volume, dataset, plan.heldout, grid, chunk)
@@ -374,16 +385,12 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
             chunk = likelihood.auto_chunk_size(batch_size, grid, config.max_table_elements)
             evaluate = jax.jit(step_lib.make_step_functions(grid, pixel, config.prior.kind, strength, n_batches,
                                                             chunk).evaluate)
-            for row in plan.batches:
-                real = row >= 0
-                b = make_batch(dataset, row, 0)
-                host.best_pose[row[real]] = np.asarray(evaluate(opt_state.volume, b.images, b.ctf).best)[real]
-                host.best_level[row[real]] = level
+            rows = list(plan.batches)
             if len(plan.heldout):
-                padded = int(math.ceil(len(plan.heldout) / chunk) * chunk)
-                row = np.concatenate([plan.heldout, np.full(padded - len(plan.heldout), -1)])
-                b = make_batch(dataset, row, 0)
+                rows.append(padded_indices(plan.heldout, chunk))
+            for row in rows:
                 real = row >= 0
+                b = make_batch(dataset, row, 0)
                 host.best_pose[row[real]] = np.asarray(evaluate(opt_state.volume, b.images, b.ctf).best)[real]
                 host.best_level[row[real]] = level
         mrc.write_map(os.path.join(workdir, "final.mrc"), volume, pixel)
@@ -395,6 +402,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         progress.line(f"{workdir} holds a finished run; final.mrc and poses.star are there")
     progress.close()
     return {"iterations": iteration, "elapsed_seconds": host.elapsed, "heldout_rremse": host.last_rremse,
+            "peak_rss_mb": peak_rss_mb(),
             "final_map": os.path.join(workdir, "final.mrc"), "stop_reason": stop_reason}
 
 
