@@ -71,7 +71,8 @@ def test_workdir_layout_metrics_and_poses(finished_run, dataset_dir):
     for key in ("max_freq_per_angstrom", "objective", "step_size", "seconds", "quadrature_points"):
         assert all(key in r for r in records)
     assert sum("heldout_rremse" in r for r in records) >= 4
-    assert all(0.8 < r["heldout_rremse"] < 1.3 for r in records if "heldout_rremse" in r)
+    rremse = [r["heldout_rremse"] for r in records if "heldout_rremse" in r]
+    assert rremse[-1] < rremse[0] - 0.1 and 0.8 < rremse[-1] < 1.3  # the held-out error improves towards 1
     poses = star.read_star(finished_run / "poses.star")
     assert len(poses) == 300 and poses.angles_degrees is not None
     original = metadata.read_particles(dataset_dir / "particles.star")
