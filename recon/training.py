@@ -320,8 +320,9 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         prior_value, prior_grad = prior_fn(volume)
         objective = float(data_value + prior_value)
         if not math.isfinite(objective):
-            raise RuntimeError(f"objective became {objective} at iteration {iteration}; the last checkpoint in "
-                               f"{ckpt_dir} is intact")
+            raise fail(ckpt_dir, f"the objective became {objective} at iteration {iteration}; stopped, the last "
+                                 "checkpoint here is intact (try a smaller --config.optimizer.lipschitz_init or "
+                                 "prior.scale)")
         lipschitz = float(opt_state.lipschitz) if use_sagd else 0.0
         if use_sagd:
             if schedules.line_search_due(iteration, per_level, config.optimizer.line_search_every):

@@ -116,6 +116,8 @@ def test_alignment_recovers_rotated_mirrored_copy():
     (("recon.simulate", "--model", "third_party/1aon/1aon.pdb.gz", "--box_size", "32", "--pixel_size_angstrom",
       "4", "--snr", "-1", "--out", "x"), "--snr must be positive"),
     (("recon.evaluate", "--map", "nope.mrc", "--reference", "nope2.mrc"), "nope.mrc: file not found"),
+    (("recon.reconstruct", "--particles", "missing.star", "--workdir", "x"), "missing.star: file not found"),
+    (("recon.reconstruct", "--particles", "pyproject.toml", "--workdir", "x"), "unknown particle file type"),
 ])
 def test_command_line_errors_are_one_line(args, needle, tmp_path):
     args = tuple(str(tmp_path / "x") if a == "x" else a for a in args)
