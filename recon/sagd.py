@@ -39,8 +39,8 @@ def init(volume, num_batches: int, lipschitz: float, grad_dtype=jnp.float32) -> 
         iteration=jnp.asarray(0, jnp.int32))
 
 
-def update(state: SAGDState, batch_index, data_grad, prior_grad, epsilon, lipschitz) -> SAGDState:
-    """One SAGD step on minibatch ``batch_index`` with its fresh data gradient; pure."""
+def update(state: SAGDState, batch_index, data_grad, prior_grad_share, epsilon, lipschitz) -> SAGDState:
+    """One SAGD step on minibatch ``batch_index`` with its fresh data gradient and ``grad E(V) / n``; pure."""
     n = state.stored_grads.shape[0]
     old = state.stored_grads[batch_index].astype(jnp.float32)
     stored = state.stored_grads.at[batch_index].set(data_grad.astype(state.stored_grads.dtype))
@@ -48,7 +48,7 @@ def update(state: SAGDState, batch_index, data_grad, prior_grad, epsilon, lipsch
     grad_sum = state.grad_sum + stored[batch_index].astype(jnp.float32) - old
     seen = state.seen.at[batch_index].set(True)
     m = jnp.maximum(jnp.sum(seen), 1).astype(jnp.float32)
-    direction = grad_sum / m + prior_grad / n
+    direction = grad_sum / m + prior_grad_share
     volume = jnp.maximum(state.volume - epsilon / lipschitz * direction, 0.0)
     return SAGDState(volume=volume, grad_sum=grad_sum, stored_grads=stored, seen=seen,
                      lipschitz=jnp.asarray(lipschitz, jnp.float32), iteration=state.iteration + 1)

@@ -3,7 +3,8 @@
 * ``gradient(volume, batch) -> ((f_k, ParticleResult), data_grad)``: the minibatch's data objective
   ``-sum mask * log p(I | V)`` and its gradient (the expensive part);
 * ``objective(volume, batch) -> f_k``: data + prior share, forward only (for the Lipschitz line search);
-* ``update(state, batch_index, data_grad, controls) -> state``: the SAGD (or optax) step with positivity.
+* ``update(state, batch_index, data_grad, prior_grad_share, controls) -> state``: the SAGD (or optax) step with
+  positivity (``prior_grad_share`` = grad E(V) / n, from :func:`prior_gradient_share`).
 
 Shapes are static per level (the grid's arrays and a padded minibatch), so each compiles once per level; the
 schedules' scalars are traced arguments (changing them never recompiles).
@@ -74,15 +75,15 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
 
     if optimizer == "sagd":
 
-        def update(state: sagd.SAGDState, batch_index, data_grad, controls: Controls):
-            prior_grad = jax.grad(lambda v: priors.energy(v, prior_kind, prior_strength))(state.volume)
-            return sagd.update(state, batch_index, data_grad, prior_grad, controls.epsilon, controls.lipschitz)
+        def update(state: sagd.SAGDState, batch_index, data_grad, prior_grad_share, controls: Controls):
+            return sagd.update(state, batch_index, data_grad, prior_grad_share, controls.epsilon,
+                               controls.lipschitz)
 
     else:
 
-        def update(state: OptaxState, batch_index, data_grad, controls: Controls):
+        def update(state: OptaxState, batch_index, data_grad, prior_grad_share, controls: Controls):
             del batch_index, controls
-            grad = data_grad + jax.grad(prior_share)(state.volume)
+            grad = data_grad + prior_grad_share
             updates, opt_state = optax_transform.update(grad, state.opt_state, state.volume)
             volume = jnp.maximum(optax.apply_updates(state.volume, updates), 0.0)
             return OptaxState(volume, opt_state, state.iteration + 1)

@@ -332,7 +332,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
                 lipschitz *= schedules.lipschitz_decay(config.optimizer.lipschitz_halving_iterations)
         controls = step_lib.Controls(epsilon=jnp.asarray(schedules.step_size(iteration), jnp.float32),
                                      lipschitz=jnp.asarray(lipschitz, jnp.float32))
-        opt_state = update_fn(opt_state, jnp.asarray(slot, jnp.int32), data_grad, controls)
+        opt_state = update_fn(opt_state, jnp.asarray(slot, jnp.int32), data_grad, prior_grad, controls)
         out_best = np.asarray(result.best)
         real = indices >= 0
         host.best_pose[indices[real]] = out_best[real]

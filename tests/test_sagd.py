@@ -84,6 +84,7 @@ def test_optax_ablation_optimisers_step_and_keep_positivity():
         state = step_lib.OptaxState(jnp.asarray(vol, jnp.float32), transform.init(jnp.asarray(vol, jnp.float32)),
                                     jnp.asarray(0))
         (_, _), grad = jax.jit(fns.gradient)(state.volume, batch)
-        new = jax.jit(fns.update)(state, 0, grad, step_lib.Controls(jnp.asarray(1.0), jnp.asarray(1.0)))
+        share = step_lib.prior_gradient_share(state.volume, "exponential", 0.1, 1)
+        new = jax.jit(fns.update)(state, 0, grad, share, step_lib.Controls(jnp.asarray(1.0), jnp.asarray(1.0)))
         assert int(new.iteration) == 1
         assert np.all(np.asarray(new.volume) >= 0) and not np.allclose(new.volume, vol)
