@@ -185,13 +185,18 @@ def reduce_table(table, grid: LikelihoodGrid) -> ParticleResult:
         expected_residual=jnp.sum(post * (-2.0 * table)))
 
 
+MAX_MATRIX_ROWS = 8192
+
+
 def auto_chunk_size(batch_size: int, grid: LikelihoodGrid, max_table_elements: int = 6_000_000) -> int:
     """Largest divisor of ``batch_size`` whose log-likelihood table (chunk x n_psi x n_t x n_dir) stays under
-    ``max_table_elements`` (XLA's CPU matrix product crashed on tables of about 1.6e7 elements here)."""
-    per_particle = grid.inplane_matrices.shape[0] * grid.shifts_angstrom.shape[0] * grid.direction_matrices.shape[0]
+    ``max_table_elements`` and whose matrix product has at most ``MAX_MATRIX_ROWS`` rows (chunk x n_psi x n_t).
+    XLA's CPU backend segfaulted here on products of 16,500 and 17,550 rows; 10,350 ran."""
+    rows = grid.inplane_matrices.shape[0] * grid.shifts_angstrom.shape[0]
+    per_particle = rows * grid.direction_matrices.shape[0]
     best = 1
     for c in range(1, batch_size + 1):
-        if batch_size % c == 0 and c * per_particle <= max_table_elements:
+        if batch_size % c == 0 and c * per_particle <= max_table_elements and c * rows <= MAX_MATRIX_ROWS:
             best = c
     return best
 

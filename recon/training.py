@@ -402,7 +402,8 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
     else:
         progress.line(f"{workdir} holds a finished run; final.mrc and poses.star are there")
     progress.close()
-    return {"iterations": iteration, "elapsed_seconds": host.elapsed, "heldout_rremse": host.last_rremse,
+    return {"iterations": iteration, "elapsed_seconds": host.elapsed,
+            "heldout_rremse": host.last_rremse if math.isfinite(host.last_rremse) else None,
             "peak_rss_mb": peak_rss_mb(),
             "final_map": os.path.join(workdir, "final.mrc"), "stop_reason": stop_reason}
 
