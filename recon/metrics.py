@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from recon import conventions, projection, quadrature
+from recon.io import cs
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -130,12 +131,7 @@ def _rotation_grid(step_degrees: float) -> np.ndarray:
 
 
 def _rotvec_matrix(v: np.ndarray) -> np.ndarray:
-    theta = np.linalg.norm(v)
-    if theta < 1e-12:
-        return np.eye(3)
-    k = v / theta
-    kmat = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(theta) * kmat + (1 - np.cos(theta)) * kmat @ kmat
+    return cs.rotvec_to_matrix(np.asarray(v, np.float64)[None])[0]
 
 
 # ----------------------------------------------------------------------------------------------------------

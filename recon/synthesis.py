@@ -56,7 +56,9 @@ def random_ctfs(rng: np.random.Generator, n: int, spec: SimulationSpec) -> CTFPa
                      full(spec.amplitude_contrast), full(0.0), full(spec.bfactor_angstrom2), full(1.0))
 
 
-def _image_batch_fn(size: int, pixel_size_angstrom: float):
+def render_batch_fn(size: int, pixel_size_angstrom: float):
+    """Jitted ``(volume_ft, angles (B,3), origins (B,2), ctf) -> (B, D, D)`` noise-free particle images."""
+
     def one(volume_ft, angles, origin, ctf):
         rotation = conventions.euler_to_matrix(angles)
         return projection.particle_image(volume_ft, rotation, origin, ctf, size, pixel_size_angstrom)
@@ -79,7 +81,7 @@ def simulate_dataset(volume: np.ndarray, pixel_size_angstrom: float, spec: Simul
     origins = rng.normal(0.0, shift_sigma, (n, 2))
     ctf = random_ctfs(rng, n, spec)
     volume_ft = projection.prepare_volume_ft(jnp.asarray(volume, jnp.float32))
-    render = _image_batch_fn(size, pixel_size_angstrom)
+    render = render_batch_fn(size, pixel_size_angstrom)
 
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".simulate-", dir=out_dir)

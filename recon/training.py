@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from recon import checkpoint, initial, likelihood, priors, projection, quadrature, sagd, schedules
+from recon import checkpoint, initial, likelihood, priors, projection, quadrature, sagd, schedules, synthesis
 from recon import step as step_lib
 from recon.ctf import CTFParams
 from recon.data import ParticleDataset
@@ -115,13 +115,9 @@ def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.nda
                        rng.uniform(-180, 180, 32)], -1)
     ctf = dataset.meta.ctf.take(sample[:32])
 
-    def render(a, c):
-        from recon import conventions
-        return projection.particle_image(vft, conventions.euler_to_matrix(a), jnp.zeros(2), c, size,
-                                         dataset.pixel_size_angstrom)
-
-    predicted = np.asarray(jax.vmap(render)(jnp.asarray(angles, jnp.float32),
-                                            CTFParams(*(jnp.asarray(f, jnp.float32) for f in ctf))))
+    render = synthesis.render_batch_fn(size, dataset.pixel_size_angstrom)
+    predicted = np.asarray(render(vft, jnp.asarray(angles, jnp.float32), jnp.zeros((len(angles), 2), jnp.float32),
+                                  CTFParams(*(jnp.asarray(f, jnp.float32) for f in ctf))))
     scale = math.sqrt(signal_var / max(float(np.mean(np.var(predicted, axis=(1, 2)))), 1e-12))
     volume = (unit * scale).astype(np.float32)
     support = initial.support_mask(size, radius)
@@ -381,11 +377,12 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
     if not host.done:
         if config.output.final_pose_pass:
             level = schedules.level_at(max(iteration - 1, 0), levels, per_level)
-            rule = level_quadrature(plan, level)
-            grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / plan.resolutions[level])
-            chunk = likelihood.auto_chunk_size(batch_size, grid, config.max_table_elements)
-            evaluate = jax.jit(step_lib.make_step_functions(grid, pixel, config.prior.kind, strength, n_batches,
-                                                            chunk).evaluate)
+            if level != compiled_level:  # e.g. resumed just before the end: build this level's evaluator
+                rule = level_quadrature(plan, level)
+                grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / plan.resolutions[level])
+                chunk = likelihood.auto_chunk_size(batch_size, grid, config.max_table_elements)
+                evaluate = jax.jit(step_lib.make_step_functions(grid, pixel, config.prior.kind, strength,
+                                                                n_batches, chunk).evaluate)
             rows = list(plan.batches)
             if len(plan.heldout):
                 rows.append(padded_indices(plan.heldout, chunk))

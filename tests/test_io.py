@@ -159,7 +159,7 @@ def test_cs_round_trip_with_poses(tmp_path):
 def test_cs_pose_is_transposed_rotation_vector():
     # A rotation vector of 90 degrees about z is the active matrix [[0,-1,0],[1,0,0],[0,0,1]]; RELION's A is its
     # transpose, which is Rz'(90) = RELION (rot=90, tilt=0, psi=0).
-    m = cs._rotvec_to_matrix(np.array([[0.0, 0.0, np.pi / 2]]))
+    m = cs.rotvec_to_matrix(np.array([[0.0, 0.0, np.pi / 2]]))
     from recon import conventions as cv
     np.testing.assert_allclose(m[0].T, cv.euler_to_matrix(np.array([90.0, 0.0, 0.0])), atol=1e-12)
 

@@ -24,7 +24,7 @@ REQUIRED = ("blob/path", "blob/idx", "blob/psize_A", "ctf/accel_kv", "ctf/cs_mm"
             "ctf/df2_A", "ctf/df_angle_rad")
 
 
-def _rotvec_to_matrix(rotvec: np.ndarray) -> np.ndarray:
+def rotvec_to_matrix(rotvec: np.ndarray) -> np.ndarray:
     """Rodrigues' formula, ``(N, 3)`` -> ``(N, 3, 3)`` active rotation matrices."""
     theta = np.linalg.norm(rotvec, axis=-1, keepdims=True)
     safe = np.where(theta > 1e-12, theta, 1.0)
@@ -113,7 +113,7 @@ def read_cs(path, data_dir: str | None = None) -> ParticleMetadata:
         scale=get("ctf/scale", 1.0))
     angles = origins = None
     if "alignments3D/pose" in names:
-        matrices = np.swapaxes(_rotvec_to_matrix(np.asarray(data["alignments3D/pose"], np.float64)), -1, -2)
+        matrices = np.swapaxes(rotvec_to_matrix(np.asarray(data["alignments3D/pose"], np.float64)), -1, -2)
         angles = conventions.matrix_to_euler(matrices)
         if "alignments3D/shift" in names:
             shift_pixel = get("alignments3D/psize_A", 0.0) if "alignments3D/psize_A" in names else pixel
