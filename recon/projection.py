@@ -88,33 +88,33 @@ def interpolate(grid, points, kernel: str = "kaiser_bessel", oversampling: float
     n = grid.shape[0]
     ndim = grid.ndim
     width = KERNEL_WIDTHS[kernel]
-    axes = []  # per axis (x, y[, z]): W index arrays (N,) and W weight arrays (N,)
+    starts, weights = [], []  # per axis (x, y[, z]): window start (N,) and W weights (N, W)
     for axis in range(ndim):
         p = points[:, axis]
         first = jnp.floor(p) - (width // 2 - 1)
-        idx = [first + k for k in range(width)]
-        w = [interpolation_kernel(p - i, kernel, oversampling) for i in idx]
-        total = sum(w)
-        w = [jnp.where((i >= 0) & (i < n), wk / total, 0.0) for i, wk in zip(idx, w)]
-        idx = [jnp.clip(i, 0, n - 1).astype(jnp.int32) for i in idx]
-        axes.append((idx, w))
-    flat = grid.reshape(-1)
-    index = jnp.stack([jnp.stack(i) for i, _ in axes])  # (ndim, W, N), axis order x, y[, z]
-    weight = jnp.stack([jnp.stack(w) for _, w in axes])
-    # One flat gather per kernel tap, in a scan over the W^ndim taps: as fast as unrolled gathers on CPU and a
-    # small program to compile (the unrolled form made the gradient take over half a minute to compile).
-    strides = [n**a for a in range(ndim)]  # x fastest
+        total = sum(interpolation_kernel(p - (first + k), kernel, oversampling) for k in range(width))
+        # The window is moved inside the grid; its weights are the kernel at the moved positions, which is zero
+        # wherever the original tap fell outside (the kernel's support is the original window).
+        start = jnp.clip(first, 0, n - width)
+        w = jnp.stack([interpolation_kernel(p - (start + k), kernel, oversampling) for k in range(width)], -1)
+        starts.append(start.astype(jnp.int32))
+        weights.append(w / total[:, None])
+    rows = grid.reshape(-1, n)  # (n^(ndim-1), n): x fastest
+    # A scan over the W^(ndim-1) taps in y (and z); each tap fetches W consecutive x values per point with ONE
+    # windowed gather (one cache line), about twice as fast on CPU as a gather per tap, and a small program.
+    take_window = jax.vmap(lambda r, x: jax.lax.dynamic_slice(rows, (r, x), (1, width))[0])
 
     def tap(total, t):
-        offset = 0
+        row = jnp.zeros_like(starts[0])
         w = 1.0
-        for a in range(ndim):
-            k = (t // width**a) % width
-            offset = offset + index[a, k] * strides[a]
-            w = w * weight[a, k]
-        return total + flat[offset] * w, None
+        for a in range(1, ndim):
+            k = (t // width ** (a - 1)) % width
+            row = row + (starts[a] + k) * n ** (a - 1)
+            w = w * jnp.take(weights[a], k, axis=1)
+        values = jnp.sum(take_window(row, starts[0]) * weights[0], axis=-1)
+        return total + values * w, None
 
-    total, _ = jax.lax.scan(tap, jnp.zeros(points.shape[:1], grid.dtype), jnp.arange(width**ndim))
+    total, _ = jax.lax.scan(tap, jnp.zeros(points.shape[:1], grid.dtype), jnp.arange(width ** (ndim - 1)))
     return total
 
 
