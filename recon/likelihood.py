@@ -102,10 +102,13 @@ class ParticleFeatures(NamedTuple):
     data_norm: jnp.ndarray
 
 
-def particle_features(image, ctf: CTFParams, grid: LikelihoodGrid, pixel_size_angstrom: float
-                      ) -> ParticleFeatures:
-    """Features of ONE normalised image ``(D, D)``; pure, vmap over particles."""
-    rotated = jnp.einsum("pij,kj->pki", grid.inplane_matrices, grid.freqs)  # (n_psi, N_k, 2)
+def particle_features(image, ctf: CTFParams, grid: LikelihoodGrid, pixel_size_angstrom: float,
+                      inplane_matrices=None) -> ParticleFeatures:
+    """Features of ONE normalised image ``(D, D)``; pure, vmap over particles. ``inplane_matrices``
+    ``(n, 2, 2)``: the in-plane rotations to use (default: all of the grid's)."""
+    if inplane_matrices is None:
+        inplane_matrices = grid.inplane_matrices
+    rotated = jnp.einsum("pij,kj->pki", inplane_matrices, grid.freqs)  # (n_psi, N_k, 2)
     n_psi, n_k = rotated.shape[:2]
     flat = rotated.reshape(-1, 2)
     data = projection.image_transform_at(image, flat).reshape(n_psi, n_k)
@@ -123,11 +126,16 @@ SLICE_KERNEL = "kaiser_bessel6"  # width 6: slices within ~1e-5 of the exact tra
 def direction_slices(volume, grid: LikelihoodGrid, oversampling: int = 2, kernel: str = SLICE_KERNEL):
     """Slices of the real-space map ``(D, D, D)`` for every direction: ``(n_dir, N_k)`` complex."""
     volume_ft = projection.prepare_volume_ft(volume, oversampling, kernel)
-    n_dir = grid.direction_matrices.shape[0]
+    return slices_at(volume_ft, grid.direction_matrices, grid.freqs, kernel, oversampling)
+
+
+def slices_at(volume_ft, matrices, freqs, kernel: str, oversampling: int = 2):
+    """Slices of a prepared transform at rotations ``(..., 3, 3)``: ``(..., N_k)`` complex."""
+    lead = matrices.shape[:-2]
     points = jax.vmap(projection.slice_points, in_axes=(0, None, None))(
-        grid.direction_matrices, grid.freqs, volume_ft.shape[0])  # (n_dir, N_k, 3)
+        matrices.reshape(-1, 3, 3), freqs, volume_ft.shape[0])  # (n, N_k, 3)
     values = projection.interpolate(volume_ft, points.reshape(-1, 3), kernel, oversampling)
-    return values.reshape(n_dir, -1)
+    return values.reshape(*lead, -1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -147,10 +155,13 @@ class ParticleResult(NamedTuple):
     expected_residual: jnp.ndarray
 
 
-def shift_phases(grid: LikelihoodGrid, pixel_size_angstrom: float):
-    """``S[p, t, k] = exp(+2 pi i (R_p k) . t)``: ``(n_psi, n_t, N_k)`` complex (RELION origin sense)."""
-    rotated = jnp.einsum("pij,kj->pki", grid.inplane_matrices, grid.freqs) / pixel_size_angstrom
-    phase = 2.0 * jnp.pi * jnp.einsum("pki,ti->ptk", rotated, grid.shifts_angstrom)
+def shift_phases(grid: LikelihoodGrid, pixel_size_angstrom: float, inplane_matrices=None, shifts_angstrom=None):
+    """``S[p, t, k] = exp(+2 pi i (R_p k) . t)``: ``(n_psi, n_t, N_k)`` complex (RELION origin sense), for the
+    grid's in-plane rotations and shifts or the given ``(n_psi, 2, 2)`` and ``(n_t, 2)``."""
+    inplane_matrices = grid.inplane_matrices if inplane_matrices is None else inplane_matrices
+    shifts_angstrom = grid.shifts_angstrom if shifts_angstrom is None else shifts_angstrom
+    rotated = jnp.einsum("pij,kj->pki", inplane_matrices, grid.freqs) / pixel_size_angstrom
+    phase = 2.0 * jnp.pi * jnp.einsum("pki,ti->ptk", rotated, shifts_angstrom)
     return jnp.exp(1j * phase)
 
 
@@ -202,13 +213,13 @@ def auto_chunk_size(batch_size: int, grid: LikelihoodGrid, max_table_elements: i
 
 
 def batch_log_marginals(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pixel_size_angstrom: float,
-                        chunk_size: int = 25, remat: bool = True):
+                        chunk_size: int = 25, remat: bool = True, kernel: str = SLICE_KERNEL):
     """:class:`ParticleResult` for every image of a batch ``(B, D, D)`` (B a multiple of ``chunk_size``).
 
     ``remat`` recomputes each chunk in the backward pass instead of storing it (less memory, ~1.5x the work).
     """
     size = images.shape[-1]
-    slices = direction_slices(volume, grid)  # (n_dir, N_k)
+    slices = direction_slices(volume, grid, kernel=kernel)  # (n_dir, N_k)
     slices_cat = jnp.concatenate([slices.real, slices.imag], axis=-1).T  # (2 N_k, n_dir)
     slice_power = (slices.real**2 + slices.imag**2).T  # (N_k, n_dir)
     phases = shift_phases(grid, pixel_size_angstrom)
@@ -226,3 +237,119 @@ def batch_log_marginals(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pi
     split = lambda x: x.reshape(n // chunk_size, chunk_size, *x.shape[1:])  # noqa: E731
     results = jax.lax.map(jax.checkpoint(chunk) if remat else chunk, (split(images), CTFParams(*(split(f) for f in ctf))))
     return ParticleResult(*(r.reshape(n, *r.shape[2:]) for r in results))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Importance-sampled sums (Eq. 12): each particle evaluates its own sampled directions x angles x shifts.
+
+
+class SampleSet(NamedTuple):
+    """Per particle (leading batch axis ``B``): quadrature indices and log weights of the points to evaluate.
+
+    direction ``(B, K_R)`` int32, direction_log_weight ``(B, K_R)``; inplane ``(B, K_p)``, inplane_log_weight;
+    shift ``(B, K_t)``, shift_log_weight. A log weight is ``log(count w_j / (N q_j))`` for a sampled point,
+    ``log w_j`` for an exhaustively summed factor, and :data:`recon.sampling.NEG` for an unused slot.
+    """
+
+    direction: jnp.ndarray
+    direction_log_weight: jnp.ndarray
+    inplane: jnp.ndarray
+    inplane_log_weight: jnp.ndarray
+    shift: jnp.ndarray
+    shift_log_weight: jnp.ndarray
+
+
+class SampledResult(NamedTuple):
+    """Per particle: log_marginal ``()`` (the IS estimate of log p(I | V)); log posterior marginals (unnormalised,
+    prior weight included, NEG in unused slots) of the evaluated directions ``(K_R,)``, angles ``(K_p,)`` and
+    shifts ``(K_t,)``; best ``(3,)`` quadrature indices (direction, in-plane, shift) of the most probable evaluated
+    pose; expected_residual ``()`` (Eq. 18, self-normalised)."""
+
+    log_marginal: jnp.ndarray
+    log_phi_direction: jnp.ndarray
+    log_phi_inplane: jnp.ndarray
+    log_phi_shift: jnp.ndarray
+    best: jnp.ndarray
+    expected_residual: jnp.ndarray
+
+
+def sampled_table(features: ParticleFeatures, slices, phases, grid: LikelihoodGrid, size: int):
+    """``log p(I | d, p, t)`` of ONE particle at its sampled points: ``(K_p, K_t, K_R)``.
+
+    features: ``(K_p, N_k)`` at its sampled angles; slices ``(K_R, N_k)``; phases ``(K_p, K_t, N_k)``.
+    """
+    w = grid.freq_weights
+    a = (jnp.conj(features.data) * features.ctf * w)[:, None, :] * phases  # (K_p, K_t, N_k)
+    k_p, k_t, n_k = a.shape
+    a = a.reshape(-1, n_k)
+    cross = (jnp.concatenate([a.real, -a.imag], -1) @ jnp.concatenate([slices.real, slices.imag], -1).T)
+    quad = (features.ctf**2 * w) @ (slices.real**2 + slices.imag**2).T  # (K_p, K_R)
+    total = features.data_norm - 2.0 * cross.reshape(k_p, k_t, -1) + quad[:, None, :]
+    return -total / (2.0 * size**2)
+
+
+def reduce_sampled(table, samples: SampleSet, grid: LikelihoodGrid) -> SampledResult:
+    """Eq. 12 and the evaluated points' marginals for ONE particle (``samples`` fields without the batch axis)."""
+    neg = -1e30
+    lw_d, lw_p, lw_t = samples.direction_log_weight, samples.inplane_log_weight, samples.shift_log_weight
+    joint = table + lw_p[:, None, None] + lw_t[None, :, None] + lw_d[None, None, :]
+    log_marginal = jax.nn.logsumexp(joint)
+    post = jnp.exp(joint - log_marginal)
+    used = lambda lw: lw > 0.5 * neg  # noqa: E731
+    prior_d = jnp.where(used(lw_d), grid.log_w_dir[samples.direction], neg)
+    prior_p = jnp.where(used(lw_p), grid.log_w_psi[samples.inplane], neg)
+    prior_t = jnp.where(used(lw_t), grid.log_w_shift[samples.shift], neg)
+    # phi of an evaluated point: its prior weight times the (estimated) sum over the other two factors
+    phi_d = jnp.where(used(lw_d), prior_d + jax.nn.logsumexp(joint - lw_d[None, None, :], axis=(0, 1)), neg)
+    phi_p = jnp.where(used(lw_p), prior_p + jax.nn.logsumexp(joint - lw_p[:, None, None], axis=(1, 2)), neg)
+    phi_t = jnp.where(used(lw_t), prior_t + jax.nn.logsumexp(joint - lw_t[None, :, None], axis=(0, 2)), neg)
+    map_score = table + prior_p[:, None, None] + prior_t[None, :, None] + prior_d[None, None, :]
+    best = jnp.unravel_index(jnp.argmax(map_score), map_score.shape)
+    best = jnp.stack([samples.direction[best[2]], samples.inplane[best[0]], samples.shift[best[1]]])
+    return SampledResult(log_marginal=log_marginal, log_phi_direction=phi_d, log_phi_inplane=phi_p,
+                         log_phi_shift=phi_t, best=best.astype(jnp.int32),
+                         expected_residual=jnp.sum(post * (-2.0 * table)))
+
+
+def sampled_log_marginals(volume, images, ctf: CTFParams, samples: SampleSet, grid: LikelihoodGrid,
+                          pixel_size_angstrom: float, chunk_size: int = 25, remat: bool = True,
+                          kernel: str = "kaiser_bessel"):
+    """:class:`SampledResult` for every image of a batch ``(B, D, D)`` at its own sampled points.
+
+    Cost per particle ~ ``K_R`` slices + ``K_p`` rotated copies of the data + a ``(K_p K_t, 2 N_k) x (2 N_k, K_R)``
+    product, independent of the size of the full quadrature.
+    """
+    size = images.shape[-1]
+    volume_ft = projection.prepare_volume_ft(volume, 2, kernel)
+    n = images.shape[0]
+    chunk_size = min(chunk_size, n)
+    if n % chunk_size:
+        raise ValueError(f"batch of {n} is not a multiple of the chunk size {chunk_size}")
+
+    def one(image, particle_ctf, particle_samples: SampleSet, slices):
+        rotations = grid.inplane_matrices[particle_samples.inplane]
+        feats = particle_features(image, particle_ctf, grid, pixel_size_angstrom, rotations)
+        phases = shift_phases(grid, pixel_size_angstrom, rotations, grid.shifts_angstrom[particle_samples.shift])
+        table = sampled_table(feats, slices, phases, grid, size)
+        return reduce_sampled(table, particle_samples, grid)
+
+    def chunk(args):
+        imgs, chunk_ctf, chunk_samples = args
+        slices = slices_at(volume_ft, grid.direction_matrices[chunk_samples.direction], grid.freqs, kernel)
+        return jax.vmap(one)(imgs, chunk_ctf, chunk_samples, slices)
+
+    split = lambda x: x.reshape(n // chunk_size, chunk_size, *x.shape[1:])  # noqa: E731
+    args = (split(images), CTFParams(*(split(f) for f in ctf)), SampleSet(*(split(f) for f in samples)))
+    results = jax.lax.map(jax.checkpoint(chunk) if remat else chunk, args)
+    return SampledResult(*(r.reshape(n, *r.shape[2:]) for r in results))
+
+
+def sampled_chunk_size(batch_size: int, capacities: tuple, num_freqs: int, max_elements: int = 12_000_000) -> int:
+    """Largest divisor of ``batch_size`` whose per-chunk ``(K_p K_t, 2 N_k)`` data-times-phase matrices hold at most
+    ``max_elements`` floats (and whose matrix products stay under ``MAX_MATRIX_ROWS`` rows per particle)."""
+    per_particle = capacities[1] * capacities[2] * 2 * num_freqs
+    best = 1
+    for c in range(1, batch_size + 1):
+        if batch_size % c == 0 and c * per_particle <= max_elements:
+            best = c
+    return best

@@ -46,32 +46,48 @@ class OptaxState(NamedTuple):
 
 
 class StepFunctions(NamedTuple):
+    """``gradient``/``objective``/``evaluate`` sum over the full quadrature (first visits); the ``*_sampled``
+    variants take one more argument, the minibatch's :class:`recon.likelihood.SampleSet`, and sum over it (Eq. 12).
+    The same samples are passed to every evaluation of one iteration, so the line search sees one objective."""
+
     gradient: Any
     objective: Any
     update: Any
     evaluate: Any
+    gradient_sampled: Any = None
+    objective_sampled: Any = None
+    evaluate_sampled: Any = None
 
 
 def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior_strength: float,
                         num_batches: int, chunk_size: int = 25, optimizer: str = "sagd", optax_transform=None,
-                        remat: bool = True) -> StepFunctions:
+                        remat: bool = True, kernel: str = likelihood.SLICE_KERNEL,
+                        sampled_chunk_size: int = 25) -> StepFunctions:
     """Pure functions for one resolution level (jit each once)."""
 
     def log_marginals(volume, images, ctf):
-        return likelihood.batch_log_marginals(volume, images, ctf, grid, pixel_size_angstrom, chunk_size, remat)
+        return likelihood.batch_log_marginals(volume, images, ctf, grid, pixel_size_angstrom, chunk_size, remat,
+                                              kernel)
 
-    def data_objective(volume, batch: Batch):
-        result = log_marginals(volume, batch.images, batch.ctf)
+    def sampled_log_marginals(volume, images, ctf, samples):
+        return likelihood.sampled_log_marginals(volume, images, ctf, samples, grid, pixel_size_angstrom,
+                                                sampled_chunk_size, remat, kernel)
+
+    def data_objective(volume, batch: Batch, samples=None):
+        if samples is None:
+            result = log_marginals(volume, batch.images, batch.ctf)
+        else:
+            result = sampled_log_marginals(volume, batch.images, batch.ctf, samples)
         return -jnp.sum(batch.mask * result.log_marginal), result
 
     def prior_share(volume):
         return priors.energy(volume, prior_kind, prior_strength) / num_batches
 
-    def gradient(volume, batch: Batch):
-        return jax.value_and_grad(data_objective, has_aux=True)(volume, batch)
+    def gradient(volume, batch: Batch, samples=None):
+        return jax.value_and_grad(data_objective, has_aux=True)(volume, batch, samples)
 
-    def objective(volume, batch: Batch):
-        return data_objective(volume, batch)[0] + prior_share(volume)
+    def objective(volume, batch: Batch, samples=None):
+        return data_objective(volume, batch, samples)[0] + prior_share(volume)
 
     if optimizer == "sagd":
 
@@ -88,7 +104,9 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
             volume = jnp.maximum(optax.apply_updates(state.volume, updates), 0.0)
             return OptaxState(volume, opt_state, state.iteration + 1)
 
-    return StepFunctions(gradient=gradient, objective=objective, update=update, evaluate=log_marginals)
+    return StepFunctions(gradient=lambda v, b: gradient(v, b), objective=lambda v, b: objective(v, b), update=update,
+                         evaluate=log_marginals, gradient_sampled=gradient, objective_sampled=objective,
+                         evaluate_sampled=sampled_log_marginals)
 
 
 def prior_gradient_share(volume, prior_kind: str, prior_strength: float, num_batches: int):

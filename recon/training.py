@@ -17,6 +17,7 @@ import json
 import math
 import os
 import time
+import types
 
 import numpy as np
 
@@ -24,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from recon import checkpoint, initial, likelihood, priors, projection, quadrature, sagd, schedules, synthesis
+from recon import checkpoint, initial, likelihood, priors, projection, quadrature, sagd, sampling, schedules
+from recon import synthesis
 from recon import step as step_lib
 from recon.ctf import CTFParams
 from recon.data import ParticleDataset
@@ -192,6 +194,7 @@ class RunState:
 
     best_pose: np.ndarray  # (N, 3) int32 (direction, in-plane, shift) at the particle's last visit, -1 unseen
     best_level: np.ndarray  # (N,) int32 level of best_pose
+    sampler: sampling.SamplerState  # per-particle importance-sampling state (numpy)
     elapsed: float = 0.0
     best_rremse: float = math.inf
     stale_evaluations: int = 0
@@ -199,7 +202,7 @@ class RunState:
     done: bool = False
 
     def tree(self):
-        return {"best_pose": self.best_pose, "best_level": self.best_level}
+        return {"best_pose": self.best_pose, "best_level": self.best_level, "sampler": self.sampler}
 
 
 def padded_indices(indices: np.ndarray, multiple: int) -> np.ndarray:
@@ -208,14 +211,68 @@ def padded_indices(indices: np.ndarray, multiple: int) -> np.ndarray:
     return np.concatenate([indices, np.full(padded - len(indices), -1)])
 
 
-def heldout_rremse(evaluate, volume, dataset: ParticleDataset, heldout: np.ndarray, grid, chunk: int) -> float:
+def rremse(expected_residual: np.ndarray, grid) -> float:
     """RREMSE (Eq. 20): sqrt(mean over held-out images of E^2 / (sigma^2 * N_k)), N_k the frequencies used."""
-    n = len(heldout)
-    batch = make_batch(dataset, padded_indices(heldout, chunk), 0)
-    result = evaluate(volume, batch.images, batch.ctf)
-    residual = np.asarray(result.expected_residual)[:n]
     num_freqs = float(np.sum(np.asarray(grid.freq_weights)))
-    return float(np.sqrt(np.mean(residual) / num_freqs))
+    return float(np.sqrt(np.mean(expected_residual) / num_freqs))
+
+
+def sampler_settings(config) -> sampling.Settings:
+    c = config.sampling
+    return sampling.Settings(s0=c.s0, tau0=c.tau0, alpha_min=c.alpha_min, temperature_min=c.temperature_min,
+                             bandwidth_factor=c.bandwidth_factor)
+
+
+def sampler_capacities(config) -> dict:
+    c = config.sampling
+    return {"directions": c.max_directions, "inplane": c.max_inplane, "shifts": c.max_shifts}
+
+
+SAMPLER_STREAM = 7  # fold_in constant of the sampler's keys (the initial map uses 0)
+
+
+def particle_keys(seed: int, stream: int, iteration, indices):
+    """One key per particle: ``fold_in(fold_in(fold_in(PRNGKey(seed), SAMPLER_STREAM), stream), iteration)``
+    folded with the particle index (so a particle's draws do not depend on its minibatch)."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), SAMPLER_STREAM),
+                                                stream), iteration)
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
+
+
+def gather_factors(state: sampling.SamplerState, rows: np.ndarray):
+    return tuple(sampling.FactorState(*(jnp.asarray(a[rows]) for a in getattr(state, f))) for f in sampling.FACTORS)
+
+
+def scatter_factors(state: sampling.SamplerState, rows: np.ndarray, new, real: np.ndarray) -> None:
+    for f, factor in zip(sampling.FACTORS, new):
+        for target, value in zip(getattr(state, f), factor):
+            target[rows[real]] = np.asarray(value)[real]
+
+
+def sampling_record(stats: dict | None, sizes: tuple, real: np.ndarray, kl) -> dict:
+    """Per-iteration metrics: fraction of the full quadrature evaluated (per factor and overall), ESS, draws."""
+    out = {}
+    if stats is None:  # exhaustive
+        for f in sampling.FACTORS:
+            out[f"fraction_{f}"] = 1.0
+        out["fraction_evaluated"] = 1.0
+        out["sampled"] = False
+    else:
+        total = np.ones(int(real.sum()))
+        for f, m in zip(sampling.FACTORS, sizes):
+            count = np.asarray(stats[f"{f}_count"], np.float64)[real]
+            out[f"fraction_{f}"] = float(np.mean(count / m))
+            out[f"ess_{f}"] = float(np.mean(np.asarray(stats[f"{f}_ess"])[real]))
+            out[f"draws_{f}"] = float(np.mean(np.asarray(stats[f"{f}_num_draws"])[real]))
+            out[f"capped_{f}"] = float(np.mean(np.asarray(stats[f"{f}_wanted"])[real]
+                                               > np.asarray(stats[f"{f}_num_draws"])[real]))
+            total = total * count / m
+        out["fraction_evaluated"] = float(np.mean(total))
+        out["sampled"] = True
+    kl = np.asarray(kl)[real]
+    if np.any(np.isfinite(kl)):
+        out["kl_directions"] = float(np.nanmean(kl))
+    return out
 
 
 def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> dict:
@@ -251,7 +308,9 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
     else:
         opt_state = step_lib.OptaxState(jnp.asarray(volume0), transform.init(jnp.asarray(volume0)),
                                         jnp.asarray(0, jnp.int32))
-    host = RunState(best_pose=np.full((len(dataset), 3), -1, np.int32), best_level=np.full(len(dataset), -1, np.int32))
+    host = RunState(best_pose=np.full((len(dataset), 3), -1, np.int32), best_level=np.full(len(dataset), -1, np.int32),
+                    sampler=sampling.init_state(len(dataset), sampler_capacities(config)))
+    use_sampling = bool(config.sampling.enabled)
 
     if resuming:
         restored, meta = checkpoint.load_latest(ckpt_dir, (opt_state, host.tree()))
@@ -259,6 +318,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
             opt_state, trees = restored
             opt_state = jax.tree_util.tree_map(jnp.asarray, opt_state)
             host.best_pose, host.best_level = trees["best_pose"], trees["best_level"]
+            host.sampler = jax.tree_util.tree_map(np.array, trees["sampler"])
             for key in ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done"):
                 setattr(host, key, meta[key])
             progress.line(f"resumed from iteration {int(opt_state.iteration)} ({workdir}/checkpoints)")
@@ -273,6 +333,56 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         meta["best_rremse"] = meta["best_rremse"] if math.isfinite(meta["best_rremse"]) else 1e300
         checkpoint.save(ckpt_dir, int(opt_state.iteration), (opt_state, host.tree()), meta,
                         keep=config.output.keep_checkpoints)
+
+    def compile_level(level):
+        """The jitted functions of one level (compiled on first use) and its grid and sampler."""
+        rule = level_quadrature(plan, level)
+        grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / plan.resolutions[level])
+        chunk = likelihood.auto_chunk_size(batch_size, grid, config.max_table_elements)
+        level_sampler = sampling.make_level_sampler(rule, sampler_settings(config), sampler_capacities(config))
+        s_chunk = likelihood.sampled_chunk_size(batch_size, level_sampler.capacities, grid.freqs.shape[0])
+        fns = step_lib.make_step_functions(grid, pixel, config.prior.kind, strength, n_batches, chunk,
+                                           config.optimizer.kind, transform, config.remat,
+                                           config.likelihood_kernel, s_chunk)
+        gradient_fn = jax.jit(fns.gradient)
+        objective_fn = jax.jit(fns.objective)
+        gradient_sampled_fn = jax.jit(fns.gradient_sampled)
+        objective_sampled_fn = jax.jit(fns.objective_sampled)
+        update_fn = jax.jit(fns.update, donate_argnums=0)
+        evaluate = jax.jit(fns.evaluate)
+        evaluate_sampled = jax.jit(fns.evaluate_sampled)
+        propose_fn = jax.jit(lambda f, lv, it, idx, stream: level_sampler.propose(
+            f, lv, particle_keys(config.seed, stream, it, idx)), static_argnums=4)
+        record_sampled_fn = jax.jit(level_sampler.record_sampled)
+        record_exhaustive_fn = jax.jit(level_sampler.record_exhaustive)
+        eval_multiple = math.lcm(chunk, s_chunk)
+
+        def evaluate_rows(rows, at_iteration, stream, volume):
+            """Evaluate (no gradient) the particles ``rows`` (padded with -1), recording their sampler
+            states; returns (best (n, 3), expected_residual (n,)) for the real rows."""
+            real_rows = rows >= 0
+            safe_rows = np.where(real_rows, rows, rows[real_rows][0])
+            b = make_batch(dataset, rows, 0)
+            old = gather_factors(host.sampler, safe_rows)
+            if use_sampling and np.all(host.sampler.last_visit[rows[real_rows]] >= 0):
+                samples, _ = propose_fn(old, jnp.asarray(host.sampler.last_visit[safe_rows]),
+                                        at_iteration, jnp.asarray(safe_rows, jnp.int32), stream)
+                res = evaluate_sampled(volume, b.images, b.ctf, samples)
+                new, _ = record_sampled_fn(samples, res, old)
+            else:
+                res = evaluate(volume, b.images, b.ctf)
+                new, _ = record_exhaustive_fn(res, old)
+            scatter_factors(host.sampler, safe_rows, new, real_rows)
+            host.sampler.last_visit[rows[real_rows]] = at_iteration
+            return np.asarray(res.best)[real_rows], np.asarray(res.expected_residual)[real_rows]
+        prior_fn = jax.jit(lambda v: (priors.energy(v, config.prior.kind, strength) / n_batches,
+                                      step_lib.prior_gradient_share(v, config.prior.kind, strength, n_batches)))
+        points_per_particle = rule.size
+        progress.line(f"level {level + 1}/{levels}: {plan.resolutions[level]:.1f} A, "
+                      f"{len(rule.directions)} directions x {len(rule.inplane_degrees)} in-plane x "
+                      f"{len(rule.shifts_angstrom)} shifts, {int(np.sum(np.asarray(grid.freq_weights)))} "
+                      "frequencies")
+        return types.SimpleNamespace(**{k: v for k, v in locals().items() if k != "level"})
 
     iteration = int(opt_state.iteration)
     compiled_level = None
@@ -289,31 +399,30 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
             break
         level = schedules.level_at(iteration, levels, per_level)
         if level != compiled_level:
-            rule = level_quadrature(plan, level)
-            grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / plan.resolutions[level])
-            chunk = likelihood.auto_chunk_size(batch_size, grid, config.max_table_elements)
-            fns = step_lib.make_step_functions(grid, pixel, config.prior.kind, strength, n_batches, chunk,
-                                               config.optimizer.kind, transform, config.remat)
-            gradient_fn = jax.jit(fns.gradient)
-            objective_fn = jax.jit(fns.objective)
-            update_fn = jax.jit(fns.update, donate_argnums=0)
-            evaluate = jax.jit(fns.evaluate)
-            prior_fn = jax.jit(lambda v: (priors.energy(v, config.prior.kind, strength) / n_batches,
-                                          step_lib.prior_gradient_share(v, config.prior.kind, strength, n_batches)))
-            points_per_particle = rule.size
+            lv = compile_level(level)
             compiled_level = level
-            progress.line(f"level {level + 1}/{levels}: {plan.resolutions[level]:.1f} A, "
-                          f"{len(rule.directions)} directions x {len(rule.inplane_degrees)} in-plane x "
-                          f"{len(rule.shifts_angstrom)} shifts, {int(np.sum(np.asarray(grid.freq_weights)))} "
-                          "frequencies")
         epoch, position = divmod(iteration, n_batches)
         slot = int(batch_order(config.seed, epoch, n_batches)[position])
         indices = plan.batches[slot]
         t0 = time.time()
         batch = make_batch(dataset, indices, slot)
         volume = opt_state.volume
-        (data_value, result), data_grad = gradient_fn(volume, batch)
-        prior_value, prior_grad = prior_fn(volume)
+        real = indices >= 0
+        safe = np.where(real, indices, indices[real][0])
+        old_factors = gather_factors(host.sampler, safe)
+        sampled_now = use_sampling and bool(np.all(host.sampler.last_visit[indices[real]] >= 0))
+        if sampled_now:
+            samples, sample_stats = lv.propose_fn(old_factors, jnp.asarray(host.sampler.last_visit[safe]),
+                                                  iteration, jnp.asarray(safe, jnp.int32), 0)
+            (data_value, result), data_grad = lv.gradient_sampled_fn(volume, batch, samples)
+            new_factors, kl = lv.record_sampled_fn(samples, result, old_factors)
+            batch_objective = lambda v: lv.objective_sampled_fn(v, batch, samples)  # noqa: E731
+        else:
+            sample_stats = None
+            (data_value, result), data_grad = lv.gradient_fn(volume, batch)
+            new_factors, kl = lv.record_exhaustive_fn(result, old_factors)
+            batch_objective = lambda v: lv.objective_fn(v, batch)  # noqa: E731
+        prior_value, prior_grad = lv.prior_fn(volume)
         objective = float(data_value + prior_value)
         if not math.isfinite(objective):
             raise fail(ckpt_dir, f"the objective became {objective} at iteration {iteration}; stopped, the last "
@@ -322,17 +431,18 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         lipschitz = float(opt_state.lipschitz) if use_sagd else 0.0
         if use_sagd:
             if schedules.line_search_due(iteration, per_level, config.optimizer.line_search_every):
-                lipschitz = step_lib.line_search(lambda v: objective_fn(v, batch), volume, objective,
-                                                 data_grad + prior_grad, lipschitz)
+                lipschitz = step_lib.line_search(batch_objective, volume, objective, data_grad + prior_grad,
+                                                 lipschitz)
             else:
                 lipschitz *= schedules.lipschitz_decay(config.optimizer.lipschitz_halving_iterations)
         controls = step_lib.Controls(epsilon=jnp.asarray(schedules.step_size(iteration), jnp.float32),
                                      lipschitz=jnp.asarray(lipschitz, jnp.float32))
-        opt_state = update_fn(opt_state, jnp.asarray(slot, jnp.int32), data_grad, prior_grad, controls)
+        opt_state = lv.update_fn(opt_state, jnp.asarray(slot, jnp.int32), data_grad, prior_grad, controls)
         out_best = np.asarray(result.best)
-        real = indices >= 0
         host.best_pose[indices[real]] = out_best[real]
         host.best_level[indices[real]] = level
+        scatter_factors(host.sampler, safe, new_factors, real)
+        host.sampler.last_visit[indices[real]] = iteration
         seconds = time.time() - t0
         recent = (recent + [(seconds, int(real.sum()))])[-20:]
         rate = sum(p for _, p in recent) / max(sum(s for s, _ in recent), 1e-9)
@@ -342,11 +452,14 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
                   "resolution_angstrom": float(plan.resolutions[level]),
                   "objective": objective / max(int(real.sum()), 1), "step_size": schedules.step_size(iteration - 1),
                   "lipschitz": lipschitz, "seconds": round(host.elapsed, 3),
-                  "quadrature_points": int(points_per_particle * int(real.sum())),
+                  "quadrature_points": int(lv.points_per_particle * int(real.sum())),
                   "particles_per_second": rate, "peak_rss_mb": peak_rss_mb()}
+        record.update(sampling_record(sample_stats, lv.level_sampler.sizes, real, kl))
         if schedules.heldout_due(iteration - 1, config.output.heldout_every, per_level) and len(plan.heldout):
             volume = opt_state.volume
-            host.last_rremse = heldout_rremse(evaluate, volume, dataset, plan.heldout, grid, chunk)
+            _, residual = lv.evaluate_rows(padded_indices(plan.heldout, lv.eval_multiple), iteration - 1, 1,
+                                            volume)
+            host.last_rremse = rremse(residual, lv.grid)
             record["heldout_rremse"] = host.last_rremse
             if level == levels - 1:
                 if host.last_rremse < host.best_rremse - config.stop.min_improvement:
@@ -378,19 +491,14 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         if config.output.final_pose_pass:
             level = schedules.level_at(max(iteration - 1, 0), levels, per_level)
             if level != compiled_level:  # e.g. resumed just before the end: build this level's evaluator
-                rule = level_quadrature(plan, level)
-                grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / plan.resolutions[level])
-                chunk = likelihood.auto_chunk_size(batch_size, grid, config.max_table_elements)
-                evaluate = jax.jit(step_lib.make_step_functions(grid, pixel, config.prior.kind, strength,
-                                                                n_batches, chunk).evaluate)
+                lv = compile_level(level)
             rows = list(plan.batches)
             if len(plan.heldout):
-                rows.append(padded_indices(plan.heldout, chunk))
+                rows.append(padded_indices(plan.heldout, lv.eval_multiple))
             for row in rows:
-                real = row >= 0
-                b = make_batch(dataset, row, 0)
-                host.best_pose[row[real]] = np.asarray(evaluate(opt_state.volume, b.images, b.ctf).best)[real]
-                host.best_level[row[real]] = level
+                best, _ = lv.evaluate_rows(row, iteration, 2, opt_state.volume)
+                host.best_pose[row[row >= 0]] = best
+                host.best_level[row[row >= 0]] = level
         mrc.write_map(os.path.join(workdir, "final.mrc"), volume, pixel)
         write_poses(os.path.join(workdir, "poses.star"), dataset, plan, host)
         host.done = True

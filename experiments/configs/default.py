@@ -30,6 +30,20 @@ def get_config():
     c.quadrature.max_shift_angstrom = 0.0  # 0: 10% of the box
     c.quadrature.shift_sigma_angstrom = 0.0  # Gaussian shift prior; 0: 5% of the box
 
+    c.likelihood_kernel = "kaiser_bessel"  # slice interpolation: kaiser_bessel (width 4) | kaiser_bessel6 | linear
+
+    # Importance sampling over poses (Sec. 3.3, App. B): on by default; a particle's first visit sums exhaustively.
+    c.sampling = ml_collections.ConfigDict()
+    c.sampling.enabled = True
+    c.sampling.s0 = 10.0  # samples = s0 x ESS of the proposal
+    c.sampling.tau0 = 50.0  # annealing: alpha = max(alpha_min, 2^(-tau/(4 tau0))), T = max(T_min, 2^(10 tau0/tau))
+    c.sampling.alpha_min = 0.05
+    c.sampling.temperature_min = 1.25
+    c.sampling.bandwidth_factor = 1.0  # kernel sigma = factor x spacing of the previous quadrature
+    c.sampling.max_directions = 32  # slots per particle (state and samples per visit); a factor with fewer
+    c.sampling.max_inplane = 16  # quadrature points than slots is summed exhaustively
+    c.sampling.max_shifts = 16
+
     c.prior = ml_collections.ConfigDict()
     c.prior.kind = "exponential"  # exponential | uniform | car
     c.prior.scale = 0.1  # exponential rate = scale / typical density; CAR 1/sigma^2 = scale / typical^2
