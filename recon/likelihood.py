@@ -103,15 +103,17 @@ class ParticleFeatures(NamedTuple):
 
 
 def particle_features(image, ctf: CTFParams, grid: LikelihoodGrid, pixel_size_angstrom: float,
-                      inplane_matrices=None) -> ParticleFeatures:
+                      inplane_matrices=None, kernel: str = "kaiser_bessel6", oversampling: int = 2
+                      ) -> ParticleFeatures:
     """Features of ONE normalised image ``(D, D)``; pure, vmap over particles. ``inplane_matrices``
-    ``(n, 2, 2)``: the in-plane rotations to use (default: all of the grid's)."""
+    ``(n, 2, 2)``: the in-plane rotations to use (default: all of the grid's); ``kernel``: the 2D interpolation
+    of the image's transform at the rotated frequencies."""
     if inplane_matrices is None:
         inplane_matrices = grid.inplane_matrices
     rotated = jnp.einsum("pij,kj->pki", inplane_matrices, grid.freqs)  # (n_psi, N_k, 2)
     n_psi, n_k = rotated.shape[:2]
     flat = rotated.reshape(-1, 2)
-    data = projection.image_transform_at(image, flat).reshape(n_psi, n_k)
+    data = projection.image_transform_at(image, flat, oversampling, kernel).reshape(n_psi, n_k)
     c = ctf_value(flat / pixel_size_angstrom, ctf).reshape(n_psi, n_k)
     size = image.shape[-1]
     index = jnp.round(grid.freqs * size).astype(jnp.int32) + size // 2  # grid frequencies -> array indices
@@ -213,13 +215,14 @@ def auto_chunk_size(batch_size: int, grid: LikelihoodGrid, max_table_elements: i
 
 
 def batch_log_marginals(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pixel_size_angstrom: float,
-                        chunk_size: int = 25, remat: bool = True, kernel: str = SLICE_KERNEL):
+                        chunk_size: int = 25, remat: bool = True, kernel: str = SLICE_KERNEL,
+                        oversampling: int = 2):
     """:class:`ParticleResult` for every image of a batch ``(B, D, D)`` (B a multiple of ``chunk_size``).
 
     ``remat`` recomputes each chunk in the backward pass instead of storing it (less memory, ~1.5x the work).
     """
     size = images.shape[-1]
-    slices = direction_slices(volume, grid, kernel=kernel)  # (n_dir, N_k)
+    slices = direction_slices(volume, grid, oversampling, kernel)  # (n_dir, N_k)
     slices_cat = jnp.concatenate([slices.real, slices.imag], axis=-1).T  # (2 N_k, n_dir)
     slice_power = (slices.real**2 + slices.imag**2).T  # (N_k, n_dir)
     phases = shift_phases(grid, pixel_size_angstrom)
@@ -230,7 +233,8 @@ def batch_log_marginals(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pi
 
     def chunk(args):
         imgs, chunk_ctf = args
-        feats = jax.vmap(particle_features, in_axes=(0, 0, None, None))(imgs, chunk_ctf, grid, pixel_size_angstrom)
+        feats = jax.vmap(particle_features, in_axes=(0, 0, None, None, None, None, None))(
+            imgs, chunk_ctf, grid, pixel_size_angstrom, None, kernel, oversampling)
         table = log_likelihood_table(feats, slices_cat, slice_power, phases, grid, size)
         return jax.vmap(reduce_table, in_axes=(0, None))(table, grid)
 
@@ -313,14 +317,14 @@ def reduce_sampled(table, samples: SampleSet, grid: LikelihoodGrid) -> SampledRe
 
 def sampled_log_marginals(volume, images, ctf: CTFParams, samples: SampleSet, grid: LikelihoodGrid,
                           pixel_size_angstrom: float, chunk_size: int = 25, remat: bool = True,
-                          kernel: str = "kaiser_bessel"):
+                          kernel: str = "kaiser_bessel", oversampling: int = 2):
     """:class:`SampledResult` for every image of a batch ``(B, D, D)`` at its own sampled points.
 
     Cost per particle ~ ``K_R`` slices + ``K_p`` rotated copies of the data + a ``(K_p K_t, 2 N_k) x (2 N_k, K_R)``
     product, independent of the size of the full quadrature.
     """
     size = images.shape[-1]
-    volume_ft = projection.prepare_volume_ft(volume, 2, kernel)
+    volume_ft = projection.prepare_volume_ft(volume, oversampling, kernel)
     n = images.shape[0]
     chunk_size = min(chunk_size, n)
     if n % chunk_size:
@@ -328,14 +332,15 @@ def sampled_log_marginals(volume, images, ctf: CTFParams, samples: SampleSet, gr
 
     def one(image, particle_ctf, particle_samples: SampleSet, slices):
         rotations = grid.inplane_matrices[particle_samples.inplane]
-        feats = particle_features(image, particle_ctf, grid, pixel_size_angstrom, rotations)
+        feats = particle_features(image, particle_ctf, grid, pixel_size_angstrom, rotations, kernel, oversampling)
         phases = shift_phases(grid, pixel_size_angstrom, rotations, grid.shifts_angstrom[particle_samples.shift])
         table = sampled_table(feats, slices, phases, grid, size)
         return reduce_sampled(table, particle_samples, grid)
 
     def chunk(args):
         imgs, chunk_ctf, chunk_samples = args
-        slices = slices_at(volume_ft, grid.direction_matrices[chunk_samples.direction], grid.freqs, kernel)
+        slices = slices_at(volume_ft, grid.direction_matrices[chunk_samples.direction], grid.freqs, kernel,
+                           oversampling)
         return jax.vmap(one)(imgs, chunk_ctf, chunk_samples, slices)
 
     split = lambda x: x.reshape(n // chunk_size, chunk_size, *x.shape[1:])  # noqa: E731

@@ -62,16 +62,16 @@ class StepFunctions(NamedTuple):
 def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior_strength: float,
                         num_batches: int, chunk_size: int = 25, optimizer: str = "sagd", optax_transform=None,
                         remat: bool = True, kernel: str = likelihood.SLICE_KERNEL,
-                        sampled_chunk_size: int = 25) -> StepFunctions:
+                        sampled_chunk_size: int = 25, oversampling: int = 2) -> StepFunctions:
     """Pure functions for one resolution level (jit each once)."""
 
     def log_marginals(volume, images, ctf):
         return likelihood.batch_log_marginals(volume, images, ctf, grid, pixel_size_angstrom, chunk_size, remat,
-                                              kernel)
+                                              kernel, oversampling)
 
     def sampled_log_marginals(volume, images, ctf, samples):
         return likelihood.sampled_log_marginals(volume, images, ctf, samples, grid, pixel_size_angstrom,
-                                                sampled_chunk_size, remat, kernel)
+                                                sampled_chunk_size, remat, kernel, oversampling)
 
     def data_objective(volume, batch: Batch, samples=None):
         if samples is None:

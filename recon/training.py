@@ -343,7 +343,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         s_chunk = likelihood.sampled_chunk_size(batch_size, level_sampler.capacities, grid.freqs.shape[0])
         fns = step_lib.make_step_functions(grid, pixel, config.prior.kind, strength, n_batches, chunk,
                                            config.optimizer.kind, transform, config.remat,
-                                           config.likelihood_kernel, s_chunk)
+                                           config.likelihood_kernel, s_chunk, config.likelihood_oversampling)
         gradient_fn = jax.jit(fns.gradient)
         objective_fn = jax.jit(fns.objective)
         gradient_sampled_fn = jax.jit(fns.gradient_sampled)
@@ -364,7 +364,8 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
             safe_rows = np.where(real_rows, rows, rows[real_rows][0])
             b = make_batch(dataset, rows, 0)
             old = gather_factors(host.sampler, safe_rows)
-            if use_sampling and np.all(host.sampler.last_visit[rows[real_rows]] >= 0):
+            if (use_sampling and at_iteration >= config.sampling.start_iteration
+                    and np.all(host.sampler.last_visit[rows[real_rows]] >= 0)):
                 samples, _ = propose_fn(old, jnp.asarray(host.sampler.last_visit[safe_rows]),
                                         at_iteration, jnp.asarray(safe_rows, jnp.int32), stream)
                 res = evaluate_sampled(volume, b.images, b.ctf, samples)
@@ -410,7 +411,8 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         real = indices >= 0
         safe = np.where(real, indices, indices[real][0])
         old_factors = gather_factors(host.sampler, safe)
-        sampled_now = use_sampling and bool(np.all(host.sampler.last_visit[indices[real]] >= 0))
+        sampled_now = (use_sampling and iteration >= config.sampling.start_iteration
+                       and bool(np.all(host.sampler.last_visit[indices[real]] >= 0)))
         if sampled_now:
             samples, sample_stats = lv.propose_fn(old_factors, jnp.asarray(host.sampler.last_visit[safe]),
                                                   iteration, jnp.asarray(safe, jnp.int32), 0)

@@ -1,0 +1,160 @@
+"""Importance sampling (Sec. 3.3, App. B): proposals, kernels, draws, and unbiasedness of the sampled likelihood."""
+
+import math
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+
+from recon import likelihood, quadrature, sampling
+from recon.ctf import CTFParams
+from tests.conftest import blob_volume
+
+
+def peaked_state(points, peak, log_values):
+    """A FactorState holding ``points[peak]`` with ``log_values`` (one particle)."""
+    return sampling.FactorState(points=jnp.asarray(points[peak], jnp.float32),
+                                log_phi=jnp.asarray(log_values, jnp.float32), spacing=jnp.asarray(1.0))
+
+
+def test_proposal_is_normalised_and_respects_the_mixing_weight():
+    dirs = quadrature.fibonacci_sphere(300)
+    state = sampling.FactorState(points=jnp.asarray(dirs[[3, 50, 51]], jnp.float32),
+                                 log_phi=jnp.asarray([0.0, -1.0, sampling.NEG], jnp.float32),
+                                 spacing=jnp.asarray(0.2))
+    for alpha in (0.05, 0.3, 1.0):
+        q = np.asarray(sampling.proposal(state, jnp.asarray(dirs, jnp.float32), "vmf", 1.0, alpha, 0.8), np.float64)
+        assert abs(q.sum() - 1.0) < 1e-5
+        assert np.all(q >= alpha / 300 * (1 - 1e-5))
+        # the smoothed part carries exactly 1 - alpha of the mass
+        assert abs(np.sum(q - alpha / 300) - (1 - alpha)) < 1e-5
+    q_uniform = np.asarray(sampling.proposal(state, jnp.asarray(dirs, jnp.float32), "vmf", 1.0, 1.0, 1.0))
+    np.testing.assert_allclose(q_uniform, 1.0 / 300, rtol=1e-5)
+
+
+def test_annealing_follows_the_papers_schedule():
+    for tau in (0, 49, 50, 200, 399, 1000, 2000):
+        alpha, inv_t = sampling.annealing(jnp.asarray(tau), 50.0, 0.05, 1.25)
+        f = math.floor(tau / 50)
+        assert abs(float(alpha) - max(0.05, 2 ** (-0.25 * f))) < 1e-6
+        expected_inv_t = 0.0 if f == 0 else 1.0 / max(1.25, 2 ** (10.0 / f))
+        assert abs(float(inv_t) - expected_inv_t) < 1e-6
+
+
+def test_kernel_smoothing_coarse_to_fine_preserves_mass_near_the_peaks():
+    coarse = quadrature.make_quadrature(1 / 40.0, 200.0, 45.0)
+    fine = quadrature.make_quadrature(1 / 20.0, 200.0, 45.0)
+    step = math.radians(coarse.angular_step_degrees)
+    rng = np.random.default_rng(0)
+    peaks = rng.choice(len(coarse.directions), 3, replace=False)
+    phi = np.array([1.0, 0.5, 0.25])
+    log_k = np.asarray(sampling.log_kernel(jnp.asarray(coarse.directions[peaks], jnp.float32),
+                                           jnp.asarray(fine.directions, jnp.float32), step, "vmf", 1.0), np.float64)
+    smoothed = phi @ np.exp(log_k)  # phihat_j = sum_i phi_i K_ij (T = 1)
+    assert abs(smoothed.sum() - phi.sum()) < 1e-4 * phi.sum()  # mass preserved
+    cos_to_peak = fine.directions @ coarse.directions[peaks].T  # (M_fine, 3)
+    near = np.arccos(np.clip(cos_to_peak, -1, 1)).min(axis=1) < 3 * step
+    assert smoothed[near].sum() > 0.98 * phi.sum()
+    # in-plane (S^1) and shifts (R^2): the same two properties
+    for kind, src, dst, spacing in (
+            ("vmf", sampling.inplane_points(coarse.inplane_degrees[[2]]), sampling.inplane_points(fine.inplane_degrees),
+             step),
+            ("gaussian", coarse.shifts_angstrom[[1]], fine.shifts_angstrom, coarse.shift_step_angstrom)):
+        k = np.exp(np.asarray(sampling.log_kernel(jnp.asarray(src, jnp.float32), jnp.asarray(dst, jnp.float32),
+                                                  spacing, kind, 1.0), np.float64))[0]
+        assert abs(k.sum() - 1.0) < 1e-5
+        if kind == "vmf":
+            dist = np.arccos(np.clip(dst @ src[0], -1, 1))
+        else:
+            dist = np.linalg.norm(dst - src[0], axis=1) / spacing * step
+        assert k[dist < 3 * step].sum() > 0.98
+
+
+def test_duplicates_are_evaluated_once_with_their_counts():
+    m = 50
+    q = np.full(m, 0.2 / (m - 2))
+    q[7], q[8] = 0.5, 0.3  # most draws land on two points
+    log_w = np.log(np.full(m, 1.0 / m))
+    d = sampling.draw(jax.random.PRNGKey(3), jnp.asarray(q, jnp.float32), jnp.asarray(log_w, jnp.float32), 40, 10.0)
+    used = np.asarray(d.log_weight) > 0.5 * sampling.NEG
+    idx = np.asarray(d.index)[used]
+    assert len(set(idx.tolist())) == len(idx) == int(d.count)  # distinct
+    n = float(d.num_draws)
+    ess = 1.0 / np.sum(q**2)
+    assert n == min(math.ceil(10 * ess), 40)
+    # weight = count * w / (N q)  ->  counts are positive integers summing to N
+    counts = np.exp(np.asarray(d.log_weight, np.float64)[used]) * n * q[idx] / np.exp(log_w[idx])
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)
+    assert np.all(np.round(counts) >= 1) and abs(counts.sum() - n) < 1e-3
+    assert counts[idx == 7][0] > 3  # the heavy point was drawn repeatedly, yet occupies one slot
+
+
+def test_importance_estimate_of_a_sum_is_unbiased():
+    rng = np.random.default_rng(1)
+    m = 400
+    f = np.exp(rng.normal(size=m) * 2.0)  # skewed values
+    w = rng.uniform(0.5, 1.5, m)
+    w /= w.sum()
+    exact = float(np.sum(w * f))
+    q = 0.7 * (w * f) ** 0.8 / np.sum((w * f) ** 0.8) + 0.3 / m  # an imperfect proposal
+    draw = jax.jit(jax.vmap(lambda k: sampling.draw(k, jnp.asarray(q, jnp.float32),
+                                                    jnp.asarray(np.log(w), jnp.float32), 64, 2.0)))
+    d = draw(jax.random.split(jax.random.PRNGKey(0), 4000))
+    est = np.sum(np.exp(np.asarray(d.log_weight, np.float64)) * f[np.asarray(d.index)], axis=1)
+    mean, se = est.mean(), est.std() / np.sqrt(len(est))
+    assert abs(mean - exact) < 4 * se, (mean, exact, se)
+    assert se < 0.02 * exact  # and informative
+
+
+def small_problem(size=16, pixel=4.0, n=2):
+    vol, _ = blob_volume(size, seed=1)
+    rule = quadrature.make_quadrature(1 / 16.0, 40.0, 8.0, 6.0)
+    grid = likelihood.make_grid(size, pixel, rule, 1 / 16.0)
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.normal(size=(n, size, size)).astype(np.float32))
+    ctf = CTFParams(*(jnp.asarray(np.full(n, v), jnp.float32)
+                      for v in (15000.0, 14000.0, 30.0, 300.0, 2.7, 0.1, 0.0, 0.0, 1.0)))
+    return jnp.asarray(vol), images, ctf, rule, grid, pixel
+
+
+def test_sampled_likelihood_with_every_point_equals_the_exhaustive_sum():
+    vol, images, ctf, rule, grid, pixel = small_problem()
+    n = images.shape[0]
+    full = likelihood.batch_log_marginals(vol, images, ctf, grid, pixel, 1, False, "kaiser_bessel")
+    tile = lambda a: jnp.tile(a, (n, 1))  # noqa: E731
+    m = [len(rule.directions), len(rule.inplane_degrees), len(rule.shifts_angstrom)]
+    samples = likelihood.SampleSet(tile(jnp.arange(m[0])), tile(grid.log_w_dir), tile(jnp.arange(m[1])),
+                                   tile(grid.log_w_psi), tile(jnp.arange(m[2])), tile(grid.log_w_shift))
+    got = likelihood.sampled_log_marginals(vol, images, ctf, samples, grid, pixel, 1, False)
+    np.testing.assert_allclose(got.log_marginal, full.log_marginal, atol=1e-3)
+    np.testing.assert_array_equal(got.best, full.best)
+    post = np.exp(got.log_phi_direction - jax.nn.logsumexp(got.log_phi_direction, axis=1, keepdims=True))
+    np.testing.assert_allclose(post, full.post_dir, atol=1e-4)
+    np.testing.assert_allclose(got.expected_residual, full.expected_residual, rtol=1e-4)
+
+
+def test_sampled_marginal_likelihood_is_unbiased_through_the_whole_pipeline():
+    """Mean over many draws of exp(IS log p(I|V)) equals the exact p(I|V) within its standard error."""
+    vol, images, ctf, rule, grid, pixel = small_problem(n=1)
+    exact = float(likelihood.batch_log_marginals(vol, images, ctf, grid, pixel, 1, False,
+                                                 "kaiser_bessel").log_marginal[0])
+    caps = {"directions": 24, "inplane": 8, "shifts": 4}
+    sampler = sampling.make_level_sampler(rule, sampling.Settings(s0=2.0), caps)
+    # a proposal from a (deliberately imprecise) previous visit: the exhaustive posterior, then re-sampled
+    full = likelihood.batch_log_marginals(vol, images, ctf, grid, pixel, 1, False, "kaiser_bessel")
+    empty = sampling.init_state(1, caps)
+    old = tuple(sampling.FactorState(*(jnp.asarray(a) for a in getattr(empty, f))) for f in sampling.FACTORS)
+    state, _ = sampler.record_exhaustive(full, old)
+    reps = 300
+    states = jax.tree_util.tree_map(lambda a: jnp.repeat(a, reps, axis=0), state)
+    samples, stats = jax.jit(sampler.propose)(states, jnp.full((reps,), 400), jax.random.split(jax.random.PRNGKey(5),
+                                                                                                 reps))
+    assert np.all(np.asarray(stats["directions_count"]) <= 24)
+    assert np.all(np.asarray(stats["directions_count"]) < len(rule.directions))  # really a subset
+    est = jax.jit(jax.vmap(lambda s: likelihood.sampled_log_marginals(
+        vol, images, ctf, jax.tree_util.tree_map(lambda a: a[None], s), grid, pixel, 1, False).log_marginal[0]))(
+        samples)
+    ratio = np.exp(np.asarray(est, np.float64) - exact)  # estimate / exact
+    mean, se = ratio.mean(), ratio.std() / np.sqrt(reps)
+    assert abs(mean - 1.0) < 4 * se + 1e-3, (mean, se)
