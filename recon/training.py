@@ -450,7 +450,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         rate = sum(p for _, p in recent) / max(sum(s for s, _ in recent), 1e-9)
         iteration += 1
         host.elapsed = time.time() - start_wall
-        record = {"iteration": iteration, "level": level, "max_freq_per_angstrom": 1.0 / plan.resolutions[level],
+        record = {"iteration": iteration, "epoch": epoch, "level": level, "max_freq_per_angstrom": 1.0 / plan.resolutions[level],
                   "resolution_angstrom": float(plan.resolutions[level]),
                   "objective": objective / max(int(real.sum()), 1), "step_size": schedules.step_size(iteration - 1),
                   "lipschitz": lipschitz, "seconds": round(host.elapsed, 3),

@@ -13,7 +13,7 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from recon import likelihood, metrics, synthesis, training
+from recon import likelihood, metrics, sampling, synthesis, training
 from recon import step as step_lib
 from recon.data import open_dataset
 from recon.io import metadata, mrc, star
@@ -71,6 +71,11 @@ def test_workdir_layout_metrics_and_poses(finished_run, dataset_dir):
     for key in ("max_freq_per_angstrom", "objective", "step_size", "seconds", "quadrature_points"):
         assert all(key in r for r in records)
     assert sum("heldout_rremse" in r for r in records) >= 4
+    # importance sampling is on by default: first visits exhaustive, later ones sampled (a fraction evaluated)
+    assert not records[0]["sampled"] and records[0]["fraction_evaluated"] == 1.0
+    sampled = [r for r in records if r["sampled"]]
+    assert len(sampled) >= 40 and all(0 < r["fraction_evaluated"] < 1 for r in sampled)
+    assert all(r["ess_directions"] >= 1 for r in sampled) and any("kl_directions" in r for r in sampled)
     rremse = [r["heldout_rremse"] for r in records if "heldout_rremse" in r]
     assert rremse[-1] < rremse[0] - 0.1 and 0.8 < rremse[-1] < 1.3  # the held-out error improves towards 1
     poses = star.read_star(finished_run / "poses.star")
@@ -122,3 +127,34 @@ def test_step_does_not_recompile_within_a_level(dataset_dir):
     for slot in (0, 1, last):
         jax.block_until_ready(gradient(volume, training.make_batch(ds, plan.batches[slot], slot)))
     assert gradient._cache_size() == 1
+
+
+def test_sampled_step_does_not_recompile_within_a_level(dataset_dir):
+    from experiments.configs import tiny
+    config = tiny.get_config()
+    config.batch_size = 50
+    ds = open_dataset(metadata.read_particles(dataset_dir / "particles.star"))
+    plan = training.make_plan(config, ds)
+    rule = training.level_quadrature(plan, 0)
+    grid = likelihood.make_grid(ds.box_size, ds.pixel_size_angstrom, rule, 1 / 40.0)
+    sampler = sampling.make_level_sampler(rule, training.sampler_settings(config), training.sampler_capacities(config))
+    assert sampler.capacities[0] < sampler.sizes[0]  # directions really are sampled
+    fns = step_lib.make_step_functions(grid, ds.pixel_size_angstrom, "exponential", 1.0, len(plan.batches), 25,
+                                       kernel="kaiser_bessel", sampled_chunk_size=25)
+    evaluate, record = jax.jit(fns.evaluate), jax.jit(sampler.record_exhaustive)
+    propose, gradient = jax.jit(sampler.propose), jax.jit(fns.gradient_sampled)
+    state = sampling.init_state(len(ds), training.sampler_capacities(config))
+    volume = jnp.asarray(blob_volume(24, seed=2)[0], jnp.float32)
+    last = len(plan.batches) - 1
+    for iteration, slot in enumerate((0, 1, last, 0)):
+        rows = plan.batches[slot]
+        real = rows >= 0
+        safe = np.where(real, rows, rows[real][0])
+        batch = training.make_batch(ds, rows, slot)
+        old = training.gather_factors(state, safe)
+        new, _ = record(evaluate(volume, batch.images, batch.ctf), old)  # a first, exhaustive visit
+        training.scatter_factors(state, safe, new, real)
+        keys = training.particle_keys(0, 0, iteration, jnp.asarray(safe))
+        samples, _ = propose(training.gather_factors(state, safe), jnp.full((len(rows),), 100 * iteration), keys)
+        jax.block_until_ready(gradient(volume, batch, samples))
+    assert gradient._cache_size() == 1 and propose._cache_size() == 1 and record._cache_size() == 1
