@@ -477,8 +477,13 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         if config.stop.max_minutes:
             eta = min(eta, 60 * config.stop.max_minutes - host.elapsed)
         if schedules.due(iteration, config.output.log_every) or stop_reason:
+            if record["sampled"]:
+                poses = (f"IS {record['fraction_evaluated']:.1e} of poses (ESS {record['ess_directions']:.1f}/"
+                         f"{record['ess_inplane']:.1f}/{record['ess_shifts']:.1f})")
+            else:
+                poses = "all poses"
             progress.line(f"it {iteration:6d}  {plan.resolutions[level]:5.1f} A  objective {record['objective']:10.3f}  "
-                          f"held-out {host.last_rremse:.4f}  {rate:6.1f} particles/s  "
+                          f"held-out {host.last_rremse:.4f}  {poses}  {rate:6.1f} particles/s  "
                           f"elapsed {format_seconds(host.elapsed)}  left ~{format_seconds(eta)}")
         if schedules.due(iteration, config.output.save_map_every):
             mrc.write_map(os.path.join(workdir, "maps", f"iter_{iteration:08d}.mrc"), np.asarray(opt_state.volume),

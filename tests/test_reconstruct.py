@@ -76,6 +76,8 @@ def test_workdir_layout_metrics_and_poses(finished_run, dataset_dir):
     sampled = [r for r in records if r["sampled"]]
     assert len(sampled) >= 40 and all(0 < r["fraction_evaluated"] < 1 for r in sampled)
     assert all(r["ess_directions"] >= 1 for r in sampled) and any("kl_directions" in r for r in sampled)
+    log = (finished_run / "run.log").read_text()
+    assert " of poses (ESS " in log  # the progress line reports the sampling
     rremse = [r["heldout_rremse"] for r in records if "heldout_rremse" in r]
     assert rremse[-1] < rremse[0] - 0.1 and 0.8 < rremse[-1] < 1.3  # the held-out error improves towards 1
     poses = star.read_star(finished_run / "poses.star")
