@@ -198,13 +198,14 @@ def reduce_table(table, grid: LikelihoodGrid) -> ParticleResult:
         expected_residual=jnp.sum(post * (-2.0 * table)))
 
 
-MAX_MATRIX_ROWS = 8192
+MAX_MATRIX_ROWS = 4096
 
 
 def auto_chunk_size(batch_size: int, grid: LikelihoodGrid, max_table_elements: int = 6_000_000) -> int:
     """Largest divisor of ``batch_size`` whose log-likelihood table (chunk x n_psi x n_t x n_dir) stays under
     ``max_table_elements`` and whose matrix product has at most ``MAX_MATRIX_ROWS`` rows (chunk x n_psi x n_t).
-    XLA's CPU backend segfaulted here on products of 16,500 and 17,550 rows; 10,350 ran."""
+    XLA's CPU backend segfaulted here on products of 16,500 and 17,550 rows, and of 7,800 rows inside a
+    rematerialised chunk (128 px, 40 A); 10,350 ran without remat, 3,900 with."""
     rows = grid.inplane_matrices.shape[0] * grid.shifts_angstrom.shape[0]
     per_particle = rows * grid.direction_matrices.shape[0]
     best = 1
