@@ -180,22 +180,6 @@ def kl_divergence(p, q):
     return jnp.sum(jnp.where(p > 0, p * (jnp.log(jnp.maximum(p, 1e-30)) - jnp.log(jnp.maximum(q, 1e-30))), 0.0))
 
 
-def default_capacity(num_points: int, cap: int) -> int:
-    """Slots of a factor at one level: ``min(M, cap)`` (a factor with ``M <= cap`` is summed exhaustively)."""
-    return int(min(num_points, cap))
-
-
-def schedule_summary(tau0: float, alpha_min: float, temperature_min: float, iterations) -> list:
-    """(iteration, alpha, T) rows for the README and the docs (host-side, numpy)."""
-    rows = []
-    for it in iterations:
-        f = math.floor(it / tau0)
-        alpha = max(alpha_min, 2.0 ** (-0.25 * f))
-        temperature = math.inf if f == 0 else max(temperature_min, 2.0 ** (10.0 / f))
-        rows.append((it, alpha, temperature))
-    return rows
-
-
 # ----------------------------------------------------------------------------------------------------------
 # One resolution level: propose a minibatch's sample sets, and record what was evaluated.
 
@@ -245,7 +229,7 @@ def make_level_sampler(rule, settings: Settings, state_capacities: dict) -> Leve
                rule.shift_step_angstrom)
     sizes = tuple(int(t.shape[0]) for t in targets)
     caps = tuple(state_capacities[f] for f in FACTORS)
-    capacities = tuple(default_capacity(m, c) for m, c in zip(sizes, caps))
+    capacities = tuple(min(m, c) for m, c in zip(sizes, caps))  # M <= slots: summed exhaustively
 
     def propose_one(factors, last_visit, key):
         alpha, inv_t = annealing(last_visit, settings.tau0, settings.alpha_min, settings.temperature_min)

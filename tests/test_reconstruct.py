@@ -113,7 +113,8 @@ def test_same_command_on_a_finished_run_does_nothing_new(finished_run, dataset_d
     assert "holds a finished run" in (finished_run / "run.log").read_text()
 
 
-def test_step_does_not_recompile_within_a_level(dataset_dir):
+def first_level(dataset_dir):
+    """The tiny config with minibatches of 50 on the e2e dataset: (config, dataset, plan, rule, grid) of level 1."""
     from experiments.configs import tiny
     config = tiny.get_config()
     config.batch_size = 50
@@ -121,6 +122,11 @@ def test_step_does_not_recompile_within_a_level(dataset_dir):
     plan = training.make_plan(config, ds)
     rule = training.level_quadrature(plan, 0)
     grid = likelihood.make_grid(ds.box_size, ds.pixel_size_angstrom, rule, 1 / 40.0)
+    return config, ds, plan, rule, grid
+
+
+def test_step_does_not_recompile_within_a_level(dataset_dir):
+    config, ds, plan, rule, grid = first_level(dataset_dir)
     fns = step_lib.make_step_functions(grid, ds.pixel_size_angstrom, "exponential", 1.0, len(plan.batches), 25)
     gradient = jax.jit(fns.gradient)
     volume = jnp.ones((24,) * 3, jnp.float32)
@@ -132,13 +138,7 @@ def test_step_does_not_recompile_within_a_level(dataset_dir):
 
 
 def test_sampled_step_does_not_recompile_within_a_level(dataset_dir):
-    from experiments.configs import tiny
-    config = tiny.get_config()
-    config.batch_size = 50
-    ds = open_dataset(metadata.read_particles(dataset_dir / "particles.star"))
-    plan = training.make_plan(config, ds)
-    rule = training.level_quadrature(plan, 0)
-    grid = likelihood.make_grid(ds.box_size, ds.pixel_size_angstrom, rule, 1 / 40.0)
+    config, ds, plan, rule, grid = first_level(dataset_dir)
     sampler = sampling.make_level_sampler(rule, training.sampler_settings(config), training.sampler_capacities(config))
     assert sampler.capacities[0] < sampler.sizes[0]  # directions really are sampled
     fns = step_lib.make_step_functions(grid, ds.pixel_size_angstrom, "exponential", 1.0, len(plan.batches), 25,
