@@ -9,6 +9,13 @@ with ``E`` the prior energy. SAGD keeps the last data gradient ``dV_k`` of every
 with ``m`` the number of minibatches seen so far (Schmidt, Le Roux & Bach's SAG normalisation, so early steps are
 not shrunk by unseen batches) and ``L`` a Lipschitz estimate of ``grad f_k``, found by the line search
 ``f_k(V) - f_k(V - g / L) >= |g|^2 / (2 L)`` and decreased gradually in between.
+
+``line_search = "step"`` (the default) tests the same quadratic bound along the direction ``d`` the step takes,
+``f_k(V - d / L) <= f_k(V) - g.d / L + |d|^2 / (2 L)``: the curvature of ``f_k`` along the averaged direction. A
+single minibatch's gradient lies on the few central sections of its particles' poses, where the curvature is
+largest; when the posteriors are sharp (high SNR at low frequency) the bound along ``g`` is several times the
+curvature along ``d`` and the steps shrink accordingly (measured: 4x at 40 A on the 128-px GroEL-GroES set).
+``"minibatch"`` keeps the paper's test along ``g``.
 """
 
 from __future__ import annotations
@@ -37,6 +44,15 @@ def init(volume, num_batches: int, lipschitz: float, grad_dtype=jnp.float32) -> 
         stored_grads=jnp.zeros((num_batches, *volume.shape), grad_dtype),
         seen=jnp.zeros((num_batches,), bool), lipschitz=jnp.asarray(lipschitz, jnp.float32),
         iteration=jnp.asarray(0, jnp.int32))
+
+
+def direction(state: SAGDState, batch_index, data_grad, prior_grad_share):
+    """The direction :func:`update` will move along, ``g_hat / m + grad E(V) / n`` with minibatch ``batch_index``'s
+    stored gradient replaced by ``data_grad`` (for a line search along the step actually taken); pure."""
+    old = state.stored_grads[batch_index].astype(jnp.float32)
+    grad_sum = state.grad_sum + data_grad.astype(state.stored_grads.dtype).astype(jnp.float32) - old
+    m = jnp.maximum(jnp.sum(state.seen.at[batch_index].set(True)), 1).astype(jnp.float32)
+    return grad_sum / m + prior_grad_share
 
 
 def update(state: SAGDState, batch_index, data_grad, prior_grad_share, epsilon, lipschitz) -> SAGDState:

@@ -114,15 +114,18 @@ def prior_gradient_share(volume, prior_kind: str, prior_strength: float, num_bat
 
 
 def line_search(objective, volume, value, grad, lipschitz: float, max_doublings: int = 40,
-                max_halvings: int = 30) -> float:
-    """Host-side Lipschitz search: the smallest ``L = lipschitz * 2^j`` with
-    ``f(V) - f(V - g/L) >= |g|^2 / (2L)`` (halving while it holds, doubling until it does)."""
-    g2 = float(jnp.sum(grad * grad))
-    if g2 == 0.0:
+                max_halvings: int = 30, direction=None) -> float:
+    """Host-side Lipschitz search: the smallest ``L = lipschitz * 2^j`` with the quadratic upper bound
+    ``f(V - d/L) <= f(V) - g.d / L + |d|^2 / (2L)`` along ``d`` (``direction``, default ``grad``: then the
+    classic ``f(V) - f(V - g/L) >= |g|^2 / (2L)``), halving while it holds and doubling until it does."""
+    d = grad if direction is None else direction
+    d2 = float(jnp.sum(d * d))
+    gd = float(jnp.sum(grad * d))
+    if d2 == 0.0:
         return lipschitz
 
     def ok(lip):
-        return float(value) - float(objective(volume - grad / lip)) >= g2 / (2.0 * lip)
+        return float(objective(volume - d / lip)) <= float(value) - gd / lip + d2 / (2.0 * lip)
 
     lip = float(lipschitz)
     if ok(lip):

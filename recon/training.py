@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from recon import checkpoint, initial, likelihood, priors, projection, quadrature, sagd, sampling, schedules
+from recon import checkpoint, conventions, initial, likelihood, priors, projection, quadrature, sagd, sampling, schedules
 from recon import synthesis
 from recon import step as step_lib
 from recon.ctf import CTFParams
@@ -99,28 +99,44 @@ def make_batch(dataset: ParticleDataset, indices: np.ndarray, slot: int) -> step
 # Initialisation.
 
 
+def band_power(images: np.ndarray, pixel_size_angstrom: float, max_freq_per_angstrom: float) -> tuple[float, int]:
+    """Mean over images ``(k, D, D)`` of the power ``sum |I(k)|^2 / D^2`` of their (unnormalised) transforms over
+    the disk ``|k| <= max_freq_per_angstrom``: the band-limited sum of squares (Parseval); and the number of
+    frequencies in the disk."""
+    size = images.shape[-1]
+    radius = np.linalg.norm(conventions.image_frequency_grid(size, pixel_size_angstrom), axis=-1)
+    band = radius <= max_freq_per_angstrom
+    ft = conventions.centred_fft2(np.asarray(images, np.float64))
+    return float(np.mean(np.sum(np.abs(ft[:, band]) ** 2, axis=-1))) / size**2, int(band.sum())
+
+
 def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.ndarray, float]:
-    """Random spheres inside the particle radius, scaled so that their projections carry the data's signal power.
+    """Random spheres inside the particle radius, scaled so that their projections carry the data's signal power
+    within the first level's band (the data's power there minus that of the unit white noise). Matching the power
+    over the whole image instead overweights the start on data whose signal lies mostly at high frequency (the
+    128-px, 2.8 A/px simulation: 2-3x too strong a start, which locked the poses onto the random spheres).
     Returns the volume and the typical density inside the support (for the prior strengths)."""
     size = dataset.box_size
     radius = dataset.radius_pixels
+    pixel = dataset.pixel_size_angstrom
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
     unit = np.asarray(initial.random_spheres(key, size, radius, config.init.num_spheres))
     rng = np.random.default_rng(config.seed + 1)
     sample = rng.choice(plan.train, size=min(256, len(plan.train)), replace=False)
-    images = dataset.images(np.sort(sample))
-    signal_var = float(np.mean(np.var(images, axis=(1, 2))) - 1.0)
-    if not signal_var > 1e-3:
-        signal_var = 0.05  # below detection from the variance: assume the paper's typical SNR
+    band = 1.0 / float(plan.resolutions[0])
+    data_power, band_pixels = band_power(dataset.images(np.sort(sample)), pixel, band)
+    signal_power = data_power - band_pixels  # white noise of unit variance: 1 per frequency (Parseval)
+    if not signal_power > 0.01 * band_pixels:
+        signal_power = 0.05 * band_pixels  # below detection: assume the paper's typical SNR in the band
     vft = projection.prepare_volume_ft(jnp.asarray(unit))
     angles = np.stack([rng.uniform(-180, 180, 32), np.degrees(np.arccos(rng.uniform(-1, 1, 32))),
                        rng.uniform(-180, 180, 32)], -1)
     ctf = dataset.meta.ctf.take(sample[:32])
 
-    render = synthesis.render_batch_fn(size, dataset.pixel_size_angstrom)
+    render = synthesis.render_batch_fn(size, pixel)
     predicted = np.asarray(render(vft, jnp.asarray(angles, jnp.float32), jnp.zeros((len(angles), 2), jnp.float32),
                                   CTFParams(*(jnp.asarray(f, jnp.float32) for f in ctf))))
-    scale = math.sqrt(signal_var / max(float(np.mean(np.var(predicted, axis=(1, 2)))), 1e-12))
+    scale = math.sqrt(signal_power / max(band_power(predicted, pixel, band)[0], 1e-12))
     volume = (unit * scale).astype(np.float32)
     support = initial.support_mask(size, radius)
     return volume, float(volume[support].mean())
@@ -301,6 +317,9 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
     volume0, typical = initial_volume(config, dataset, plan)
     strength = prior_strength(config, typical)
     use_sagd = config.optimizer.kind == "sagd"
+    if config.optimizer.line_search not in ("step", "minibatch"):
+        raise InputError(f"unknown optimizer.line_search {config.optimizer.line_search!r} (step, minibatch)")
+    sagd_direction = jax.jit(sagd.direction)
     transform = None if use_sagd else make_optax(config)
     if use_sagd:
         grad_dtype = jnp.bfloat16 if config.optimizer.stored_grad_dtype == "bfloat16" else jnp.float32
@@ -433,8 +452,10 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         lipschitz = float(opt_state.lipschitz) if use_sagd else 0.0
         if use_sagd:
             if schedules.line_search_due(iteration, per_level, config.optimizer.line_search_every):
+                along = (sagd_direction(opt_state, jnp.asarray(slot, jnp.int32), data_grad, prior_grad)
+                         if config.optimizer.line_search == "step" else None)
                 lipschitz = step_lib.line_search(batch_objective, volume, objective, data_grad + prior_grad,
-                                                 lipschitz)
+                                                 lipschitz, direction=along)
             else:
                 lipschitz *= schedules.lipschitz_decay(config.optimizer.lipschitz_halving_iterations)
         controls = step_lib.Controls(epsilon=jnp.asarray(schedules.step_size(iteration), jnp.float32),

@@ -17,3 +17,52 @@ def test_random_spheres_are_seeded_and_inside_the_radius():
     outside = ~initial.support_mask(32, 10.0 + 2.0)  # the soft edge reaches about a pixel beyond
     assert a[outside].max() < 0.05
     assert (a > 0.5).sum() > 100  # solid spheres, not a few voxels
+
+
+def test_initial_volume_carries_the_data_signal_power_in_the_first_band(tmp_path):
+    """The start's projections have the data's signal power within the first level's band, measured against the
+    noise-free projections of the true map (rendered separately), also when most of the signal is at high
+    frequency (sharp features): matching the whole image's variance would make the start several times too
+    strong."""
+    import jax.numpy as jnp
+
+    from experiments.configs import default
+    from recon import conventions, projection, synthesis, training
+    from recon.ctf import CTFParams
+    from recon.data import open_dataset
+    from recon.io import metadata
+    from tests.conftest import blob_volume
+
+    size, pixel = 32, 5.0
+    smooth, _ = blob_volume(size, seed=2)
+    rng = np.random.default_rng(0)
+    sharp = np.zeros((size,) * 3)
+    for _ in range(60):  # point-like features: most of the image variance beyond the first band
+        z, y, x = rng.integers(size // 2 - 7, size // 2 + 7, 3)
+        sharp[z, y, x] += 25.0
+    truth = (smooth + sharp).astype(np.float32)
+    spec = synthesis.SimulationSpec(num_particles=300, snr=1.0, seed=1)
+    meta, _ = synthesis.simulate_dataset(truth, pixel, spec, str(tmp_path), log=lambda *_: None)
+    config = default.get_config()
+    config.particle_radius_angstrom = 60.0
+    dataset = open_dataset(metadata.read_particles(str(tmp_path / "particles.star")), 60.0, False)
+    plan = training.make_plan(config, dataset)
+    volume, _ = training.initial_volume(config, dataset, plan)
+
+    band = 1.0 / plan.resolutions[0]
+    radius = np.linalg.norm(conventions.image_frequency_grid(size, pixel), axis=-1)
+    render = synthesis.render_batch_fn(size, pixel)
+
+    def band_power(vol, angles, origins, ctf):
+        img = np.asarray(render(projection.prepare_volume_ft(jnp.asarray(vol)), jnp.asarray(angles, jnp.float32),
+                                jnp.asarray(origins, jnp.float32),
+                                CTFParams(*(jnp.asarray(f, jnp.float32) for f in ctf))), np.float64)
+        ft = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(img, axes=(-2, -1))), axes=(-2, -1))
+        return np.mean(np.sum(np.abs(ft[:, radius <= band]) ** 2, -1)), np.mean(np.var(img, axis=(1, 2)))
+
+    idx = np.arange(100)
+    truth_band, truth_var = band_power(truth / dataset.noise_sigma,
+                                       meta.angles_degrees[idx], meta.origins_angstrom[idx], meta.ctf.take(idx))
+    start_band, start_var = band_power(volume, meta.angles_degrees[idx], np.zeros((100, 2)), meta.ctf.take(idx))
+    assert 0.7 < start_band / truth_band < 1.4
+    assert truth_var > 2.0 * start_var  # the whole-image variance would have scaled the start up

@@ -88,3 +88,28 @@ def test_optax_ablation_optimisers_step_and_keep_positivity():
         new = jax.jit(fns.update)(state, 0, grad, share, step_lib.Controls(jnp.asarray(1.0), jnp.asarray(1.0)))
         assert int(new.iteration) == 1
         assert np.all(np.asarray(new.volume) >= 0) and not np.allclose(new.volume, vol)
+
+
+def test_line_search_along_a_direction_finds_the_curvature_along_it():
+    """Along ``d`` the bound f(x - d/L) <= f(x) - g.d/L + |d|^2/(2L) holds for a quadratic iff L >= d^T H d / |d|^2
+    (hand-derived), which can be far below the largest eigenvalue (the bound along g)."""
+    h = np.diag([1000.0, 1.0, 1.0, 1.0])
+    f = lambda x: 0.5 * x @ jnp.asarray(h) @ x  # noqa: E731
+    x = jnp.asarray([1.0, 1.0, 1.0, 1.0])
+    g = jnp.asarray(h) @ x
+    d = jnp.asarray([0.01, 1.0, 1.0, 1.0])  # mostly in the flat directions
+    curvature = float(d @ jnp.asarray(h) @ d / (d @ d))
+    lip = line_search(f, x, f(x), g, 1.0, direction=d)
+    assert curvature <= lip < 2 * curvature
+    lip_g = line_search(f, x, f(x), g, 1.0)
+    assert lip_g > 100 * lip  # along g the curvature is ~1000
+
+
+def test_direction_is_the_direction_the_update_moves_along():
+    state = sagd.init(jnp.full(4, 100.0), 3, 1.0)
+    state = sagd.update(state, 1, jnp.array([1.0, 2, 3, 4]), jnp.zeros(4), 1.0, 1.0)
+    fresh, prior = jnp.array([4.0, 0, -2, 1]), jnp.array([0.5, 0.5, 0.5, 0.5])
+    d = sagd.direction(state, 0, fresh, prior)
+    np.testing.assert_allclose(np.asarray(d), (np.array([1.0, 2, 3, 4]) + np.array([4.0, 0, -2, 1])) / 2 + 0.5)
+    moved = sagd.update(state, 0, fresh, prior, 1.0, 4.0)
+    np.testing.assert_allclose(np.asarray(state.volume - moved.volume), np.asarray(d) / 4.0, rtol=1e-6)
