@@ -10,12 +10,12 @@ with ``m`` the number of minibatches seen so far (Schmidt, Le Roux & Bach's SAG 
 not shrunk by unseen batches) and ``L`` a Lipschitz estimate of ``grad f_k``, found by the line search
 ``f_k(V) - f_k(V - g / L) >= |g|^2 / (2 L)`` and decreased gradually in between.
 
-``line_search = "step"`` (the default) tests the same quadratic bound along the direction ``d`` the step takes,
-``f_k(V - d / L) <= f_k(V) - g.d / L + |d|^2 / (2 L)``: the curvature of ``f_k`` along the averaged direction. A
-single minibatch's gradient lies on the few central sections of its particles' poses, where the curvature is
-largest; when the posteriors are sharp (high SNR at low frequency) the bound along ``g`` is several times the
-curvature along ``d`` and the steps shrink accordingly (measured: 4x at 40 A on the 128-px GroEL-GroES set).
-``"minibatch"`` keeps the paper's test along ``g``.
+``line_search = "step"`` (an option; the default ``"minibatch"`` is the paper's test above) tests the same
+quadratic bound along the direction ``d`` the step takes, ``f_k(V - d / L) <= f_k(V) - g.d / L + |d|^2 / (2 L)``:
+the curvature of ``f_k`` along the averaged direction. A single minibatch's gradient lies on the few central
+sections of its particles' poses, where the curvature is largest; when the posteriors are sharp (high SNR at low
+frequency) the bound along ``g`` is several times the curvature along ``d`` and the steps shrink accordingly
+(measured: 4x at 40 A on the 128-px GroEL-GroES set).
 """
 
 from __future__ import annotations

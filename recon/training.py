@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from recon import checkpoint, conventions, initial, likelihood, priors, projection, quadrature, sagd, sampling, schedules
-from recon import synthesis
+from recon import checkpoint, conventions, initial, likelihood, priors, projection, quadrature, sagd, sampling
+from recon import schedules, synthesis
 from recon import step as step_lib
 from recon.ctf import CTFParams
 from recon.data import ParticleDataset

@@ -56,7 +56,7 @@ def get_config():
     c.optimizer.kind = "sagd"  # sagd | sgd | adam (optax, for ablations)
     c.optimizer.lipschitz_init = 1.0  # refined by the line search at the first iteration
     c.optimizer.line_search_every = 20
-    c.optimizer.line_search = "step"  # step: bound along the SAGD direction; minibatch: along g_k (the paper)
+    c.optimizer.line_search = "minibatch"  # minibatch: bound along g_k (the paper); step: along the SAGD direction
     c.optimizer.lipschitz_halving_iterations = 150.0  # gradual decrease of L between line searches
     c.optimizer.stored_grad_dtype = "float32"  # or bfloat16 (halves SAGD's memory)
     c.optimizer.learning_rate = 1e-3  # optax only
