@@ -291,6 +291,15 @@ def sampling_record(stats: dict | None, sizes: tuple, real: np.ndarray, kl) -> d
     return out
 
 
+def can_extend(config, iteration: int, host) -> bool:
+    """Whether a finished run stopped at an iteration or time limit that ``config.stop`` now raises (and not because
+    its held-out error stopped improving)."""
+    converged = host.stale_evaluations >= config.stop.patience
+    more_iterations = iteration < config.stop.max_iterations
+    more_time = not config.stop.max_minutes or host.elapsed < 60 * config.stop.max_minutes
+    return more_iterations and more_time and not converged
+
+
 def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> dict:
     """Reconstruct ab initio into ``workdir`` (resuming from its last checkpoint). Returns a summary dict."""
     os.makedirs(os.path.join(workdir, "maps"), exist_ok=True)
@@ -300,9 +309,11 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
     resuming = bool(checkpoint.list_checkpoints(ckpt_dir))
     if resuming and os.path.exists(config_path):
         with open(config_path) as f:
-            if json.load(f) != json.loads(config_json):
-                raise fail(config_path, "the workdir holds a run with a different config; use a new --workdir "
-                                        "(or the same config to resume)")
+            stored = json.load(f)
+        current = json.loads(config_json)
+        if {k: v for k, v in stored.items() if k != "stop"} != {k: v for k, v in current.items() if k != "stop"}:
+            raise fail(config_path, "the workdir holds a run with a different config; use a new --workdir "
+                                    "(or the same config to resume; only the stop.* limits may change)")
     with open(config_path, "w") as f:
         f.write(config_json)
 
@@ -341,6 +352,9 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
             for key in ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done"):
                 setattr(host, key, meta[key])
             progress.line(f"resumed from iteration {int(opt_state.iteration)} ({workdir}/checkpoints)")
+            if host.done and can_extend(config, int(opt_state.iteration), host):
+                host.done = False
+                progress.line("the run had stopped at a limit that the stop.* settings now raise: continuing")
     else:
         mrc.write_map(os.path.join(workdir, "maps", "initial.mrc"), volume0, pixel)
         progress.line(f"{len(dataset)} particles ({len(plan.train)} train, {len(plan.heldout)} held out), "

@@ -35,9 +35,9 @@ def dataset_dir(tmp_path_factory):
     return out
 
 
-def run_reconstruct(particles, workdir, wait=True):
+def run_reconstruct(particles, workdir, wait=True, extra=()):
     cmd = [sys.executable, "-m", "recon.reconstruct", "--particles", str(particles), "--workdir", str(workdir),
-           "--config", str(REPO / "experiments/configs/tiny.py"), "--quiet", *OVERRIDES]
+           "--config", str(REPO / "experiments/configs/tiny.py"), "--quiet", *OVERRIDES, *extra]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     if not wait:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -111,6 +111,25 @@ def test_same_command_on_a_finished_run_does_nothing_new(finished_run, dataset_d
     run_reconstruct(dataset_dir / "particles.star", finished_run)
     assert (finished_run / "final.mrc").stat().st_mtime == before
     assert "holds a finished run" in (finished_run / "run.log").read_text()
+
+
+def test_finished_run_continues_when_its_limit_is_raised(dataset_dir, tmp_path):
+    workdir = tmp_path / "extend"
+    particles = dataset_dir / "particles.star"
+    run_reconstruct(particles, workdir, extra=["--config.stop.max_iterations=30"])
+    first, _ = mrc.read_map(workdir / "final.mrc")
+    result = run_reconstruct(particles, workdir, extra=["--config.stop.max_iterations=40"])
+    assert json.loads(result.stdout.strip().splitlines()[-1])["iterations"] == 40
+    assert "now raise: continuing" in (workdir / "run.log").read_text()
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == list(range(1, 41))
+    assert not np.allclose(mrc.read_map(workdir / "final.mrc")[0], first)
+    # any other change of the config is still refused, with one line naming the file
+    cmd = [sys.executable, "-m", "recon.reconstruct", "--particles", str(particles), "--workdir", str(workdir),
+           "--config", str(REPO / "experiments/configs/tiny.py"), "--quiet", *OVERRIDES,
+           "--config.stop.max_iterations=50", "--config.prior.scale=0.01"]
+    refused = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "config.json" in refused.stderr and "different config" in refused.stderr
 
 
 def first_level(dataset_dir):
