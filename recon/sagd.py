@@ -46,25 +46,29 @@ def init(volume, num_batches: int, lipschitz: float, grad_dtype=jnp.float32) -> 
         iteration=jnp.asarray(0, jnp.int32))
 
 
+def _replace_gradient(state: SAGDState, batch_index, data_grad):
+    """Stored gradients, their running sum and the seen flags with minibatch ``batch_index``'s gradient replaced.
+    The sum uses the stored (possibly rounded) value so that it stays the sum of ``stored_grads``."""
+    old = state.stored_grads[batch_index].astype(jnp.float32)
+    stored = state.stored_grads.at[batch_index].set(data_grad.astype(state.stored_grads.dtype))
+    grad_sum = state.grad_sum + stored[batch_index].astype(jnp.float32) - old
+    return stored, grad_sum, state.seen.at[batch_index].set(True)
+
+
+def _direction(grad_sum, seen, prior_grad_share):
+    return grad_sum / jnp.maximum(jnp.sum(seen), 1).astype(jnp.float32) + prior_grad_share
+
+
 def direction(state: SAGDState, batch_index, data_grad, prior_grad_share):
     """The direction :func:`update` will move along, ``g_hat / m + grad E(V) / n`` with minibatch ``batch_index``'s
     stored gradient replaced by ``data_grad`` (for a line search along the step actually taken); pure."""
-    old = state.stored_grads[batch_index].astype(jnp.float32)
-    grad_sum = state.grad_sum + data_grad.astype(state.stored_grads.dtype).astype(jnp.float32) - old
-    m = jnp.maximum(jnp.sum(state.seen.at[batch_index].set(True)), 1).astype(jnp.float32)
-    return grad_sum / m + prior_grad_share
+    _, grad_sum, seen = _replace_gradient(state, batch_index, data_grad)
+    return _direction(grad_sum, seen, prior_grad_share)
 
 
 def update(state: SAGDState, batch_index, data_grad, prior_grad_share, epsilon, lipschitz) -> SAGDState:
     """One SAGD step on minibatch ``batch_index`` with its fresh data gradient and ``grad E(V) / n``; pure."""
-    n = state.stored_grads.shape[0]
-    old = state.stored_grads[batch_index].astype(jnp.float32)
-    stored = state.stored_grads.at[batch_index].set(data_grad.astype(state.stored_grads.dtype))
-    # Use the stored (possibly rounded) value in the sum so that grad_sum stays the sum of stored_grads.
-    grad_sum = state.grad_sum + stored[batch_index].astype(jnp.float32) - old
-    seen = state.seen.at[batch_index].set(True)
-    m = jnp.maximum(jnp.sum(seen), 1).astype(jnp.float32)
-    direction = grad_sum / m + prior_grad_share
-    volume = jnp.maximum(state.volume - epsilon / lipschitz * direction, 0.0)
+    stored, grad_sum, seen = _replace_gradient(state, batch_index, data_grad)
+    volume = jnp.maximum(state.volume - epsilon / lipschitz * _direction(grad_sum, seen, prior_grad_share), 0.0)
     return SAGDState(volume=volume, grad_sum=grad_sum, stored_grads=stored, seen=seen,
                      lipschitz=jnp.asarray(lipschitz, jnp.float32), iteration=state.iteration + 1)
