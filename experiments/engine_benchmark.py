@@ -5,7 +5,8 @@ GroEL-GroES run, and memory.
         float32 matmul rate, and per resolution level of experiments/configs/groel64.py the time of one
         minibatch gradient (200 particles), its matrix-product FLOPs and their rate as a fraction of the matmul rate.
     python experiments/engine_benchmark.py curve --workdir runs/groel64 --truth data/groel64/ground_truth.mrc
-        FSC 0.5 / 0.143 against the truth (after alignment) of the map snapshots of a run, against wall time.
+        FSC 0.5 / 0.143 against the truth (after alignment) of the map snapshots of a run, against wall time
+        (--snapshots FOLDER instead of --workdir: the files experiments/gpu_paper_sized.sh brings back).
 
 Both print JSON and save it under experiments/results/.
 """
@@ -58,7 +59,8 @@ def kernel(args):
     for level, resolution in enumerate(plan.resolutions):
         rule = training.level_quadrature(plan, level)
         grid = likelihood.make_grid(ds.box_size, ds.pixel_size_angstrom, rule, 1 / resolution)
-        chunk = likelihood.auto_chunk_size(config.batch_size, grid, config.max_table_elements)
+        limits = likelihood.chunk_limits(jax.default_backend(), config.max_table_elements)
+        chunk = likelihood.auto_chunk_size(config.batch_size, grid, limits.table_elements, limits.matrix_rows)
         fns = step_lib.make_step_functions(grid, ds.pixel_size_angstrom, "exponential", 1.0, len(plan.batches),
                                            chunk, remat=config.remat)
         batch = training.make_batch(ds, plan.batches[0], 0)
@@ -84,11 +86,35 @@ def kernel(args):
     return {"machine": machine(), "matmul_gflops": peak, "levels": rows}
 
 
+def unpack_snapshots(folder: str, pixel: float) -> str:
+    """A workdir (metrics.jsonl, maps/iter_*.mrc, final.mrc) rebuilt from the files that
+    experiments/gpu_paper_sized.sh brings back (snapshots_*.npz, final_map.npz, metrics.jsonl)."""
+    import shutil
+    import tempfile
+
+    from recon.io import mrc
+
+    work = tempfile.mkdtemp(prefix="recon_snapshots_")
+    os.makedirs(os.path.join(work, "maps"))
+    shutil.copy(os.path.join(folder, "metrics.jsonl"), work)
+    for path in sorted(glob.glob(os.path.join(folder, "snapshots_*.npz"))):
+        with np.load(path) as arrays:
+            for name in arrays.files:
+                mrc.write_map(os.path.join(work, "maps", f"{name}.mrc"), arrays[name].astype(np.float32), pixel)
+    final = os.path.join(folder, "final_map.npz")
+    if os.path.exists(final):
+        with np.load(final) as arrays:
+            mrc.write_map(os.path.join(work, "final.mrc"), arrays["final"], pixel)
+    return work
+
+
 def curve(args):
     from recon import metrics
     from recon.io import mrc
 
     truth, pixel = mrc.read_map(args.truth)
+    if args.snapshots:
+        args.workdir = unpack_snapshots(args.snapshots, pixel)
     records = [json.loads(line) for line in open(os.path.join(args.workdir, "metrics.jsonl"))]
     seconds = {r["iteration"]: r["seconds"] for r in records}
     points = []
@@ -114,6 +140,8 @@ def main():
     parser.add_argument("--particles", default="data/groel64/particles.star")
     parser.add_argument("--workdir", default="runs/groel64")
     parser.add_argument("--truth", default="data/groel64/ground_truth.mrc")
+    parser.add_argument("--snapshots", default=None, help="folder from experiments/gpu_paper_sized.sh (instead of "
+                        "--workdir)")
     parser.add_argument("--max_points", type=int, default=8)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()

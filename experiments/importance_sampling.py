@@ -321,13 +321,14 @@ def chain(config):
         rule = training.level_quadrature(plan, level)
         grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / resolution)
         sampler = sampling.make_level_sampler(rule, settings, caps)
-        chunk = likelihood.sampled_chunk_size(n, sampler.capacities, grid.freqs.shape[0])
+        limits = likelihood.chunk_limits(jax.default_backend(), config.max_table_elements)
+        chunk = likelihood.sampled_chunk_size(n, sampler.capacities, grid.freqs.shape[0], limits.sampled_elements)
         sampled_eval = jax.jit(lambda v, im, c, s, g=grid, ch=chunk: likelihood.sampled_log_marginals(
             v, im, c, s, g, pixel, ch, False, kernel, over))
         for _ in range(FLAGS.visits_per_level):
             t0 = time.time()
             if visit == 0:
-                ex_chunk = likelihood.auto_chunk_size(n, grid, config.max_table_elements)
+                ex_chunk = likelihood.auto_chunk_size(n, grid, limits.table_elements, limits.matrix_rows)
                 res = jax.jit(lambda v, im, c: likelihood.batch_log_marginals(v, im, c, grid, pixel, ex_chunk, False,
                                                                              kernel, over))(volume, batch.images,
                                                                                             batch.ctf)

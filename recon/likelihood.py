@@ -198,19 +198,46 @@ def reduce_table(table, grid: LikelihoodGrid) -> ParticleResult:
         expected_residual=jnp.sum(post * (-2.0 * table)))
 
 
-MAX_MATRIX_ROWS = 4096
+MAX_MATRIX_ROWS = 4096  # XLA's CPU backend only (see auto_chunk_size)
 
 
-def auto_chunk_size(batch_size: int, grid: LikelihoodGrid, max_table_elements: int = 6_000_000) -> int:
+class ChunkLimits(NamedTuple):
+    """Bounds on the particles processed together inside a minibatch: log-likelihood table elements
+    (chunk x n_psi x n_t x n_dir), rows of one matrix product (None: no bound) and elements of the sampled path's
+    data-times-phase matrices (chunk x K_p x K_t x 2 N_k)."""
+
+    table_elements: int
+    matrix_rows: int | None
+    sampled_elements: int
+
+
+def chunk_limits(backend: str, table_elements: int = 0) -> ChunkLimits:
+    """Defaults per JAX backend (``jax.default_backend()``): small chunks on CPUs (cache-sized tables, and the
+    CPU backend's crash on large products), whole minibatches on GPUs and TPUs (tens of GB of memory, and fewer,
+    larger kernels). ``table_elements`` > 0 overrides the table bound (the sampled bound scales with it)."""
+    if backend == "cpu":
+        limits = ChunkLimits(6_000_000, MAX_MATRIX_ROWS, 12_000_000)
+    else:
+        limits = ChunkLimits(200_000_000, None, 400_000_000)
+    if table_elements > 0:
+        scale = table_elements / limits.table_elements
+        limits = limits._replace(table_elements=int(table_elements),
+                                 sampled_elements=int(limits.sampled_elements * scale))
+    return limits
+
+
+def auto_chunk_size(batch_size: int, grid: LikelihoodGrid, max_table_elements: int = 6_000_000,
+                    max_matrix_rows: int | None = MAX_MATRIX_ROWS) -> int:
     """Largest divisor of ``batch_size`` whose log-likelihood table (chunk x n_psi x n_t x n_dir) stays under
-    ``max_table_elements`` and whose matrix product has at most ``MAX_MATRIX_ROWS`` rows (chunk x n_psi x n_t).
+    ``max_table_elements`` and whose matrix product has at most ``max_matrix_rows`` rows (chunk x n_psi x n_t).
     XLA's CPU backend segfaulted here on products of 16,500 and 17,550 rows, and of 7,800 rows inside a
     rematerialised chunk (128 px, 40 A); 10,350 ran without remat, 3,900 with."""
     rows = grid.inplane_matrices.shape[0] * grid.shifts_angstrom.shape[0]
     per_particle = rows * grid.direction_matrices.shape[0]
     best = 1
     for c in range(1, batch_size + 1):
-        if batch_size % c == 0 and c * per_particle <= max_table_elements and c * rows <= MAX_MATRIX_ROWS:
+        if (batch_size % c == 0 and c * per_particle <= max_table_elements
+                and (max_matrix_rows is None or c * rows <= max_matrix_rows)):
             best = c
     return best
 

@@ -126,3 +126,10 @@ def make_quadrature(max_freq_per_angstrom: float, extent_angstrom: float, max_sh
         angular_step_degrees=float(np.degrees(step)),
         shift_step_angstrom=float(shift_step_angstrom),
     )
+
+
+def restrict_directions(rule: Quadrature, keep: np.ndarray) -> Quadrature:
+    """The rule with only the directions ``keep`` (a boolean mask; e.g. a symmetry's asymmetric unit), their
+    weights renormalised to sum to one."""
+    weights = rule.direction_weights[keep]
+    return rule._replace(directions=rule.directions[keep], direction_weights=weights / weights.sum())

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from recon import checkpoint, conventions, initial, likelihood, priors, projection, quadrature, sagd, sampling
-from recon import schedules, synthesis
+from recon import schedules, symmetry, synthesis
 from recon import step as step_lib
 from recon.ctf import CTFParams
 from recon.data import ParticleDataset
@@ -47,6 +47,7 @@ class Plan:
     extent_angstrom: float
     max_shift_angstrom: float
     shift_sigma_angstrom: float
+    symmetry_matrices: np.ndarray  # (|G|, 3, 3), identity first (C1: just the identity)
 
 
 def make_plan(config, dataset: ParticleDataset) -> Plan:
@@ -71,12 +72,17 @@ def make_plan(config, dataset: ParticleDataset) -> Plan:
     max_shift = config.quadrature.max_shift_angstrom or 0.1 * box_angstrom
     sigma = config.quadrature.shift_sigma_angstrom or 0.05 * box_angstrom
     return Plan(train=np.sort(train), heldout=heldout, batches=batches, resolutions=resolutions, extent_angstrom=extent,
-                max_shift_angstrom=max_shift, shift_sigma_angstrom=sigma)
+                max_shift_angstrom=max_shift, shift_sigma_angstrom=sigma,
+                symmetry_matrices=symmetry.group_matrices(config.symmetry))
 
 
 def level_quadrature(plan: Plan, level: int) -> quadrature.Quadrature:
+    """The level's quadrature; with a symmetry, its view directions restricted to the asymmetric unit."""
     omega = 1.0 / plan.resolutions[level]
-    return quadrature.make_quadrature(omega, plan.extent_angstrom, plan.max_shift_angstrom, plan.shift_sigma_angstrom)
+    rule = quadrature.make_quadrature(omega, plan.extent_angstrom, plan.max_shift_angstrom, plan.shift_sigma_angstrom)
+    if len(plan.symmetry_matrices) > 1:
+        rule = quadrature.restrict_directions(rule, symmetry.asymmetric_unit(rule.directions, plan.symmetry_matrices))
+    return rule
 
 
 def batch_order(seed: int, epoch: int, num_batches: int) -> np.ndarray:
@@ -111,7 +117,7 @@ def band_power(images: np.ndarray, pixel_size_angstrom: float, max_freq_per_angs
 
 
 def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.ndarray, float]:
-    """Random spheres inside the particle radius, scaled so that their projections carry the data's signal power
+    """Random spheres inside the particle radius (symmetrised under the plan's point group), scaled so that their projections carry the data's signal power
     within the first level's band (the data's power there minus that of the unit white noise). Matching the power
     over the whole image instead overweights the start on data whose signal lies mostly at high frequency (the
     128-px, 2.8 A/px simulation: 2-3x too strong a start, which locked the poses onto the random spheres).
@@ -120,7 +126,10 @@ def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.nda
     radius = dataset.radius_pixels
     pixel = dataset.pixel_size_angstrom
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
-    unit = np.asarray(initial.random_spheres(key, size, radius, config.init.num_spheres))
+    unit = initial.random_spheres(key, size, radius, config.init.num_spheres)
+    if len(plan.symmetry_matrices) > 1:
+        unit = symmetry.symmetrise(unit, plan.symmetry_matrices)
+    unit = np.asarray(unit)
     rng = np.random.default_rng(config.seed + 1)
     sample = rng.choice(plan.train, size=min(256, len(plan.train)), replace=False)
     band = 1.0 / float(plan.resolutions[0])
@@ -300,6 +309,23 @@ def can_extend(config, iteration: int, host) -> bool:
     return more_iterations and more_time and not converged
 
 
+def config_differences(stored: dict, current: dict, prefix: str = "") -> list[str]:
+    """``"key: stored -> current"`` for each setting of a stored run's config that the current config changes.
+    ``stop.*`` may change (to extend a run), and settings the stored config lacks (added to the code after the run
+    began, with defaults that keep the old behaviour) are not compared."""
+    out = []
+    for key, old in stored.items():
+        name = prefix + key
+        if name == "stop" or key not in current:
+            continue
+        new = current[key]
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += config_differences(old, new, name + ".")
+        elif old != new:
+            out.append(f"{name}: {old!r} -> {new!r}")
+    return out
+
+
 def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> dict:
     """Reconstruct ab initio into ``workdir`` (resuming from its last checkpoint). Returns a summary dict."""
     os.makedirs(os.path.join(workdir, "maps"), exist_ok=True)
@@ -311,9 +337,11 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         with open(config_path) as f:
             stored = json.load(f)
         current = json.loads(config_json)
-        if {k: v for k, v in stored.items() if k != "stop"} != {k: v for k, v in current.items() if k != "stop"}:
-            raise fail(config_path, "the workdir holds a run with a different config; use a new --workdir "
-                                    "(or the same config to resume; only the stop.* limits may change)")
+        differences = config_differences(stored, current)
+        if differences:
+            raise fail(config_path, f"the workdir holds a run with a different config ({'; '.join(differences[:4])}); "
+                                    "use a new --workdir (or the same config to resume; only the stop.* limits may "
+                                    "change)")
     with open(config_path, "w") as f:
         f.write(config_json)
 
@@ -324,8 +352,11 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
     pixel = dataset.pixel_size_angstrom
     levels = len(plan.resolutions)
     per_level = config.schedule.iterations_per_level
+    limits = likelihood.chunk_limits(jax.default_backend(), config.max_table_elements)
 
     volume0, typical = initial_volume(config, dataset, plan)
+    symmetric = len(plan.symmetry_matrices) > 1
+    symmetrise = jax.jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices))
     strength = prior_strength(config, typical)
     use_sagd = config.optimizer.kind == "sagd"
     if config.optimizer.line_search not in ("step", "minibatch"):
@@ -371,9 +402,10 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         """The jitted functions of one level (compiled on first use) and its grid and sampler."""
         rule = level_quadrature(plan, level)
         grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / plan.resolutions[level])
-        chunk = likelihood.auto_chunk_size(batch_size, grid, config.max_table_elements)
+        chunk = likelihood.auto_chunk_size(batch_size, grid, limits.table_elements, limits.matrix_rows)
         level_sampler = sampling.make_level_sampler(rule, sampler_settings(config), sampler_capacities(config))
-        s_chunk = likelihood.sampled_chunk_size(batch_size, level_sampler.capacities, grid.freqs.shape[0])
+        s_chunk = likelihood.sampled_chunk_size(batch_size, level_sampler.capacities, grid.freqs.shape[0],
+                                                limits.sampled_elements)
         fns = step_lib.make_step_functions(grid, pixel, config.prior.kind, strength, n_batches, chunk,
                                            config.optimizer.kind, transform, config.remat,
                                            config.likelihood_kernel, s_chunk, config.likelihood_oversampling)
@@ -457,6 +489,8 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
             (data_value, result), data_grad = lv.gradient_fn(volume, batch)
             new_factors, kl = lv.record_exhaustive_fn(result, old_factors)
             batch_objective = lambda v: lv.objective_fn(v, batch)  # noqa: E731
+        if symmetric:  # the gradient of the full-sphere objective at a symmetric map (recon/symmetry.py)
+            data_grad = symmetrise(data_grad)
         prior_value, prior_grad = lv.prior_fn(volume)
         objective = float(data_value + prior_value)
         if not math.isfinite(objective):
@@ -510,7 +544,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
                         - iteration)
         eta = remaining * (sum(s for s, _ in recent) / len(recent))
         if config.stop.max_minutes:
-            eta = min(eta, 60 * config.stop.max_minutes - host.elapsed)
+            eta = max(0.0, min(eta, 60 * config.stop.max_minutes - host.elapsed))
         if schedules.due(iteration, config.output.log_every) or stop_reason:
             if record["sampled"]:
                 poses = (f"IS {record['fraction_evaluated']:.1e} of poses (ESS {record['ess_directions']:.1f}/"

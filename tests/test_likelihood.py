@@ -150,3 +150,21 @@ def test_half_plane_weights_count_the_full_disk():
         full = np.sum((f[:, None] ** 2 + f[None, :] ** 2) <= radius**2 + 1e-9)
         assert w.sum() == full
         assert np.all(nodes[0] == 0) and w[0] == 1
+
+
+def test_chunk_sizes_follow_the_backend_limits():
+    """Hand-counted: 39 in-plane x 5 shifts = 195 rows and 461 directions per particle (128 px at 40 A). On a CPU
+    the 4096-row bound allows 21 particles, so the largest divisor of 200 is 20; on a GPU the whole minibatch
+    (200 x 89,895 = 1.8e7 <= 2e8 table elements) goes through one product."""
+    from types import SimpleNamespace
+    grid = SimpleNamespace(inplane_matrices=np.zeros((39, 2, 2)), shifts_angstrom=np.zeros((5, 2)),
+                           direction_matrices=np.zeros((461, 3, 3)))
+    cpu, gpu = lk.chunk_limits("cpu"), lk.chunk_limits("gpu")
+    assert lk.auto_chunk_size(200, grid, cpu.table_elements, cpu.matrix_rows) == 20
+    assert lk.auto_chunk_size(200, grid, gpu.table_elements, gpu.matrix_rows) == 200
+    # a table bound of 2e6 elements: 2e6 / 89,895 = 22.2 particles -> the divisor 20; the sampled bound scales by 1/3
+    small = lk.chunk_limits("gpu", 2_000_000)
+    assert lk.auto_chunk_size(200, grid, small.table_elements, small.matrix_rows) == 20
+    assert small.sampled_elements == 4_000_000
+    # sampled path: 16 x 16 x 2 x 4025 = 2,060,800 floats per particle; 12e6 on the CPU allows 5 (divides 200)
+    assert lk.sampled_chunk_size(200, (32, 16, 16), 4025, cpu.sampled_elements) == 5

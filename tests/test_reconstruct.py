@@ -130,6 +130,16 @@ def test_finished_run_continues_when_its_limit_is_raised(dataset_dir, tmp_path):
            "--config.stop.max_iterations=50", "--config.prior.scale=0.01"]
     refused = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "config.json" in refused.stderr and "different config" in refused.stderr
+    assert "prior.scale" in refused.stderr  # names the setting that differs
+
+
+def test_config_differences_name_changed_settings_only():
+    stored = {"seed": 0, "prior": {"kind": "exponential", "scale": 0.1}, "stop": {"max_minutes": 10.0}}
+    current = {"seed": 0, "prior": {"kind": "car", "scale": 0.1, "new_option": 3},
+               "stop": {"max_minutes": 20.0}, "symmetry": "C7"}
+    assert training.config_differences(stored, current) == ["prior.kind: 'exponential' -> 'car'"]
+    current["prior"]["kind"] = "exponential"
+    assert training.config_differences(stored, current) == []  # stop.* and settings added later are not compared
 
 
 def first_level(dataset_dir):

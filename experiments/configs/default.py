@@ -12,12 +12,13 @@ def get_config():
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.batch_size = 200  # minibatches of 200 particles (Sec. 3.2)
-    c.max_table_elements = 6_000_000  # bounds particles per matrix product (chunk) inside a minibatch
+    c.max_table_elements = 0  # bounds particles per matrix product (chunk) in a minibatch; 0: CPU 6e6, GPU 2e8
     c.remat = True  # recompute chunks in the backward pass (memory) rather than store them (speed)
     c.num_heldout = 100  # held-out particles for RREMSE (App. C); at most 10% of the data
     c.particle_radius_angstrom = 0.0  # 0: 40% of the box
     c.invert_contrast = False  # True for stacks with dark particles
     c.pixel_size_angstrom = 0.0  # 0: from the particle file
+    c.symmetry = "C1"  # point group in RELION's conventions: C1, Cn, Dn, T, O, I (= I2), I1-I4 (recon/symmetry.py)
 
     c.schedule = ml_collections.ConfigDict()
     c.schedule.start_resolution_angstrom = 40.0  # omega from 1/40 A ...
