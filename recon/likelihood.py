@@ -271,6 +271,69 @@ def batch_log_marginals(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pi
     return ParticleResult(*(r.reshape(n, *r.shape[2:]) for r in results))
 
 
+def top_poses(table, grid: LikelihoodGrid, k: int):
+    """ONE particle's ``k`` most probable poses from its table ``(n_psi, n_t, n_dir)``: indices ``(k, 3)``
+    (direction, in-plane, shift) and their posterior log-probabilities ``(k,)`` under the full quadrature (prior
+    weights included; they sum to at most 1)."""
+    logw = grid.log_w_psi[:, None, None] + grid.log_w_shift[None, :, None] + grid.log_w_dir[None, None, :]
+    joint = (table + logw).reshape(-1)
+    values, flat = jax.lax.top_k(joint, k)
+    p, t, d = jnp.unravel_index(flat, table.shape)
+    return jnp.stack([d, p, t], -1).astype(jnp.int32), values - jax.nn.logsumexp(joint)
+
+
+def correlation_table(features: ParticleFeatures, slices_cat, slice_power, phases, grid: LikelihoodGrid):
+    """Cross-correlation ``Re<CTF P, I> / |CTF P|`` of a chunk of particles with every pose: ``(c, n_psi, n_t,
+    n_dir)`` (the classic projection-matching score, blind to the map's amplitude; same layout as
+    :func:`log_likelihood_table`)."""
+    w = grid.freq_weights
+    a = jnp.conj(features.data)[:, :, None, :] * (features.ctf * w)[:, :, None, :] * phases[None]
+    c, n_psi, n_t, n_k = a.shape
+    a = a.reshape(-1, n_k)
+    cross = (jnp.concatenate([a.real, -a.imag], axis=-1) @ slices_cat).reshape(c, n_psi, n_t, -1)
+    quad = jnp.einsum("cpk,kd->cpd", features.ctf**2 * w, slice_power)
+    return cross / jnp.sqrt(quad[:, :, None, :] + 1e-30)
+
+
+def top_scores(table, k: int):
+    """ONE particle's ``k`` best-scoring poses of a table ``(n_psi, n_t, n_dir)``: indices ``(k, 3)`` (direction,
+    in-plane, shift) and the scores ``(k,)``."""
+    values, flat = jax.lax.top_k(table.reshape(-1), k)
+    p, t, d = jnp.unravel_index(flat, table.shape)
+    return jnp.stack([d, p, t], -1).astype(jnp.int32), values
+
+
+def batch_top_poses(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pixel_size_angstrom: float, k: int = 1,
+                    chunk_size: int = 25, kernel: str = SLICE_KERNEL, oversampling: int = 2,
+                    criterion: str = "likelihood"):
+    """The ``k`` best poses of every image of a batch ``(B, D, D)``: ``(B, k, 3)`` indices and ``(B, k)`` values:
+    with ``criterion="likelihood"`` the posterior log-probabilities (:func:`top_poses`; batch EM), with
+    ``"correlation"`` the cross-correlations (:func:`correlation_table`; projection matching)."""
+    size = images.shape[-1]
+    slices = direction_slices(volume, grid, oversampling, kernel)
+    slices_cat = jnp.concatenate([slices.real, slices.imag], axis=-1).T
+    slice_power = (slices.real**2 + slices.imag**2).T
+    phases = shift_phases(grid, pixel_size_angstrom)
+    n = images.shape[0]
+    chunk_size = min(chunk_size, n)
+    if n % chunk_size:
+        raise ValueError(f"batch of {n} is not a multiple of the chunk size {chunk_size}")
+
+    def chunk(args):
+        imgs, chunk_ctf = args
+        feats = jax.vmap(particle_features, in_axes=(0, 0, None, None, None, None, None))(
+            imgs, chunk_ctf, grid, pixel_size_angstrom, None, kernel, oversampling)
+        if criterion == "correlation":
+            return jax.vmap(top_scores, in_axes=(0, None))(
+                correlation_table(feats, slices_cat, slice_power, phases, grid), k)
+        table = log_likelihood_table(feats, slices_cat, slice_power, phases, grid, size)
+        return jax.vmap(top_poses, in_axes=(0, None, None))(table, grid, k)
+
+    split = lambda x: x.reshape(n // chunk_size, chunk_size, *x.shape[1:])  # noqa: E731
+    idx, logp = jax.lax.map(chunk, (split(images), CTFParams(*(split(f) for f in ctf))))
+    return idx.reshape(n, k, 3), logp.reshape(n, k)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Importance-sampled sums (Eq. 12): each particle evaluates its own sampled directions x angles x shifts.
 

@@ -14,7 +14,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from recon import training
+from recon import baselines, gold_standard, training
 from recon.data import open_dataset
 from recon.errors import InputError, user_errors_exit
 from recon.io import metadata
@@ -24,6 +24,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("particles", None, "RELION .star or cryoSPARC .cs particle file.")
 flags.DEFINE_string("workdir", None, "Output folder (resumes if it holds checkpoints).")
 flags.DEFINE_string("data_dir", None, "Extra folder in which to look for the particle stacks.")
+flags.DEFINE_enum("method", "sagd", ["sagd", "projection_matching", "em"],
+                  "sagd: the paper's method (default); projection_matching or em: the baselines of Fig. 9.")
 flags.DEFINE_bool("quiet", False, "No progress lines on the terminal (they still go to WORKDIR/run.log).")
 config_flags.DEFINE_config_file("config", os.path.join(REPO, "experiments", "configs", "default.py"),
                                 "Reconstruction config (ml_collections).")
@@ -37,7 +39,12 @@ def main(argv):
     config = FLAGS.config
     meta = metadata.read_particles(FLAGS.particles, config.pixel_size_angstrom or None, FLAGS.data_dir)
     dataset = open_dataset(meta, config.particle_radius_angstrom or None, config.invert_contrast)
-    summary = training.run(config, dataset, os.path.abspath(FLAGS.workdir), quiet=FLAGS.quiet)
+    if FLAGS.method != "sagd":
+        summary = baselines.run(FLAGS.method, config, dataset, os.path.abspath(FLAGS.workdir), quiet=FLAGS.quiet)
+    elif config.gold_standard.enabled:
+        summary = gold_standard.run(config, dataset, os.path.abspath(FLAGS.workdir), quiet=FLAGS.quiet)
+    else:
+        summary = training.run(config, dataset, os.path.abspath(FLAGS.workdir), quiet=FLAGS.quiet)
     print(json.dumps(summary))
 
 

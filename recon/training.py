@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from recon import checkpoint, conventions, initial, likelihood, priors, projection, quadrature, sagd, sampling
-from recon import schedules, symmetry, synthesis
+from recon import report, schedules, symmetry, synthesis
 from recon import step as step_lib
 from recon.ctf import CTFParams
 from recon.data import ParticleDataset
@@ -50,10 +50,12 @@ class Plan:
     symmetry_matrices: np.ndarray  # (|G|, 3, 3), identity first (C1: just the identity)
 
 
-def make_plan(config, dataset: ParticleDataset) -> Plan:
-    n = len(dataset)
+def make_plan(config, dataset: ParticleDataset, particles: np.ndarray | None = None) -> Plan:
+    """Split, minibatches and levels; ``particles`` restricts the run to those indices (e.g. a half set)."""
+    indices = np.arange(len(dataset)) if particles is None else np.asarray(particles)
+    n = len(indices)
     rng = np.random.default_rng(config.seed)
-    order = rng.permutation(n)
+    order = indices[rng.permutation(n)]
     num_heldout = min(config.num_heldout, n // 10)
     heldout, train = np.sort(order[:num_heldout]), order[num_heldout:]
     if len(train) == 0:
@@ -326,8 +328,12 @@ def config_differences(stored: dict, current: dict, prefix: str = "") -> list[st
     return out
 
 
-def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> dict:
-    """Reconstruct ab initio into ``workdir`` (resuming from its last checkpoint). Returns a summary dict."""
+def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, particles: np.ndarray | None = None,
+        start_volume: np.ndarray | None = None) -> dict:
+    """Reconstruct ab initio into ``workdir`` (resuming from its last checkpoint). Returns a summary dict.
+
+    ``particles`` restricts the run to those particle indices; ``start_volume`` ``(D, D, D)`` replaces the random
+    start (both for the halves of a gold-standard run, ``recon/gold_standard.py``)."""
     os.makedirs(os.path.join(workdir, "maps"), exist_ok=True)
     config_path = os.path.join(workdir, "config.json")
     config_json = config.to_json_best_effort(indent=1, sort_keys=True)
@@ -346,7 +352,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         f.write(config_json)
 
     progress = Progress(workdir, quiet)
-    plan = make_plan(config, dataset)
+    plan = make_plan(config, dataset, particles)
     n_batches, batch_size = plan.batches.shape
     chunk = 1
     pixel = dataset.pixel_size_angstrom
@@ -354,7 +360,13 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
     per_level = config.schedule.iterations_per_level
     limits = likelihood.chunk_limits(jax.default_backend(), config.max_table_elements)
 
-    volume0, typical = initial_volume(config, dataset, plan)
+    if start_volume is None:
+        volume0, typical = initial_volume(config, dataset, plan)
+    else:
+        volume0 = np.asarray(start_volume, np.float32)
+        typical = float(volume0[initial.support_mask(dataset.box_size, dataset.radius_pixels)].mean())
+        if not typical > 0:
+            raise fail(workdir, "the start volume has no positive density inside the particle radius")
     symmetric = len(plan.symmetry_matrices) > 1
     symmetrise = jax.jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices))
     strength = prior_strength(config, typical)
@@ -580,6 +592,11 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         host.done = True
         save_checkpoint()
         progress.line(f"stopped: {stop_reason}; wrote {workdir}/final.mrc and poses.star")
+        try:
+            progress.line(f"wrote {report.write_report(workdir)}")
+        except Exception as error:  # the map and poses are written; a figure failing must not lose them
+            progress.line(f"warning: {workdir}/report.html not written ({type(error).__name__}: {error}); "
+                          f"python -m recon.report --workdir {workdir} writes it")
     else:
         progress.line(f"{workdir} holds a finished run; final.mrc and poses.star are there")
     progress.close()

@@ -1,6 +1,7 @@
 """End to end: ab initio from a random volume on a tiny high-SNR dataset; kill and resume; no recompiles."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from recon import likelihood, metrics, sampling, synthesis, training
+from recon import likelihood, metrics, report, sampling, synthesis, training
 from recon import step as step_lib
 from recon.data import open_dataset
 from recon.io import metadata, mrc, star
@@ -189,3 +190,54 @@ def test_sampled_step_does_not_recompile_within_a_level(dataset_dir):
         samples, _ = propose(training.gather_factors(state, safe), jnp.full((len(rows),), 100 * iteration), keys)
         jax.block_until_ready(gradient(volume, batch, samples))
     assert gradient._cache_size() == 1 and propose._cache_size() == 1 and record._cache_size() == 1
+
+
+def images_and_sections(path):
+    text = path.read_text()
+    return (text, re.findall(r"<h2[^>]*>([^<]*)</h2>", text), re.findall(r"src='data:image/png;base64,", text))
+
+
+def test_every_run_writes_a_self_contained_report(finished_run):
+    text, sections, images = images_and_sections(finished_run / "report.html")
+    assert sections == list(report.SECTIONS)
+    assert len(images) >= 6  # particles, slices, isosurface, progress, fraction, views (no FSC without halves)
+    assert "http://" not in text and "https://" not in text  # nothing fetched from elsewhere
+    assert "No FSC" in text  # explains how to get one
+    assert f"wrote {finished_run}/report.html" in (finished_run / "run.log").read_text()
+
+
+def test_report_command_with_a_reference_adds_the_fsc(finished_run, dataset_dir):
+    result = subprocess.run([sys.executable, "-m", "recon.report", "--workdir", str(finished_run), "--reference",
+                             str(dataset_dir / "ground_truth.mrc")], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text, sections, images = images_and_sections(finished_run / "report.html")
+    assert sections == list(report.SECTIONS) and len(images) >= 7
+    match = re.search(r"reference_fsc_0.5_angstrom: ([0-9.]+) Å", text)
+    assert match and 12.0 <= float(match.group(1)) < 60.0  # 6 A/px data: between Nyquist and the box scale
+
+
+def test_gold_standard_run_writes_half_maps_and_their_fsc(dataset_dir, tmp_path):
+    from recon import gold_standard
+    first, second = gold_standard.split_halves(301, 0)
+    assert len(first) == 150 and len(second) == 151 and not set(first) & set(second)
+    assert sorted(set(first) | set(second)) == list(range(301))
+
+    workdir = tmp_path / "gold"
+    run_reconstruct(dataset_dir / "particles.star", workdir,
+                    extra=["--config.gold_standard.enabled=True", "--config.gold_standard.split_resolution_angstrom=30",
+                           "--config.schedule.iterations_per_level=12",
+                           "--config.stop.max_iterations=24", "--config.output.final_pose_pass=False"])
+    halves = [mrc.read_map(workdir / f"half{k}.mrc")[0] for k in (1, 2)]
+    final, _ = mrc.read_map(workdir / "final.mrc")
+    assert np.allclose(final, (halves[0] + halves[1]) / 2, atol=1e-6)
+    assert not np.allclose(halves[0], halves[1])  # refined independently
+    shared = json.loads((workdir / "shared" / "config.json").read_text())
+    half = json.loads((workdir / "half1" / "config.json").read_text())
+    assert shared["schedule"]["target_resolution_angstrom"] > 30 >= half["schedule"]["start_resolution_angstrom"]
+    result = json.loads((workdir / "gold_standard.json").read_text())
+    assert result["particles_per_half"] == [150, 150]
+    assert 12.0 <= result["half_maps_fsc_0.143_angstrom"] < 80.0 and result["fsc"][1] > 0.9
+    text = (workdir / "report.html").read_text()
+    assert re.search(r"<li>half_maps_fsc_0.143_angstrom: [0-9.]+ Å</li>", text)  # the FSC section's number
+    assert "gold standard: half-map FSC 0.143" in (workdir / "run.log").read_text()

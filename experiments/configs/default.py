@@ -63,6 +63,18 @@ def get_config():
     c.optimizer.learning_rate = 1e-3  # optax only
     c.optimizer.momentum = 0.9  # sgd only
 
+    # Gold standard (recon/gold_standard.py): a shared start through the levels coarser than split_resolution, then
+    # two half sets refined independently; half maps, their FSC (0.143) next to the held-out RREMSE.
+    c.gold_standard = ml_collections.ConfigDict()
+    c.gold_standard.enabled = False
+    c.gold_standard.split_resolution_angstrom = 25.0
+
+    # Baselines of Fig. 9 (python -m recon.reconstruct --method projection_matching|em; recon/baselines.py).
+    c.baselines = ml_collections.ConfigDict()
+    c.baselines.epochs_per_level = 1  # all particles once per resolution level
+    c.baselines.em_top_poses = 16  # EM: each particle enters the M-step at its 16 most probable poses
+    c.baselines.wiener_snr = 1.0  # map = sum w CTF I / (sum w CTF^2 + 1/wiener_snr)
+
     c.init = ml_collections.ConfigDict()
     c.init.num_spheres = 40
 

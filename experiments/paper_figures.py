@@ -1,0 +1,263 @@
+"""The paper's Figs. 5, 9, 10, 11 and the s0 / optimiser ablations, each from one figure config.
+
+    python experiments/paper_figures.py --config experiments/configs/fig9_groel64.py \
+        --particles data/groel64/particles.star --truth data/groel64/ground_truth.mrc --workdir runs/fig9
+
+A figure config (``experiments/configs/fig*.py``, ``ablation_*.py``) is a reconstruction config plus
+``figure.kind`` and ``figure.runs``: a list of ``label:method:override,override,...`` entries (method ``sagd``,
+``projection_matching`` or ``em``; overrides ``key=value`` on the config). Each run goes to ``WORKDIR/LABEL`` (a
+normal run folder, so an interrupted figure resumes), then the figure is drawn:
+
+- ``snapshots`` (Fig. 5): the map at ``figure.snapshot_minutes`` of the one run: isosurface and central slice.
+- ``compare`` (Fig. 9 and the ablations): FSC 0.5 against ``--truth`` (after alignment) against wall time for
+  every run, and each run's final central slice.
+- ``slices`` (Fig. 10): each run's final central slices side by side.
+- ``summary`` (Fig. 11): sample particles, isosurface and slices of the final map, with its held-out RREMSE.
+
+Writes ``WORKDIR/NAME.png`` and ``WORKDIR/NAME.json`` (the plotted numbers, commands and machine) and prints the
+JSON. ``--out`` also copies both (e.g. to experiments/results/).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import platform
+import shutil
+import sys
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from recon import baselines, metrics, report, training  # noqa: E402
+from recon.data import open_dataset  # noqa: E402
+from recon.errors import InputError, user_errors_exit  # noqa: E402
+from recon.io import metadata, mrc  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Figure config (experiments/configs/fig*.py or ablation_*.py).")
+flags.DEFINE_string("particles", None, "Particle STAR/.cs file.")
+flags.DEFINE_string("truth", None, "Ground-truth map for FSC curves (compare figures).")
+flags.DEFINE_string("workdir", None, "Folder for the runs and the figure.")
+flags.DEFINE_string("out", None, "Optional folder to copy the figure and its JSON to.")
+flags.DEFINE_integer("max_points", 6, "Snapshots evaluated per run for the FSC-against-time curves.")
+flags.DEFINE_bool("quiet", True, "No per-iteration progress lines.")
+
+
+def parse_run(entry: str) -> tuple[str, str, dict]:
+    """``label:method:key=value,key=value`` -> (label, method, overrides)."""
+    parts = entry.split(":", 2)
+    if len(parts) < 2:
+        raise InputError(f"figure run {entry!r}: expected label:method[:key=value,...]")
+    label, method = parts[0], parts[1]
+    overrides = {}
+    for item in (parts[2].split(",") if len(parts) > 2 and parts[2] else []):
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = value.strip()
+    return label, method, overrides
+
+
+def configured(config, overrides: dict):
+    """A copy of the reconstruction config (without ``figure``) with the overrides applied (typed like the
+    field they replace)."""
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+        del c["figure"]
+    for key, value in overrides.items():
+        node = c
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        old = node[last]
+        node[last] = type(old)(value) if not isinstance(old, bool) else value.lower() in ("1", "true", "yes")
+    return c
+
+
+def run_all(config, dataset, workdir: str) -> dict:
+    runs = {}
+    for entry in config.figure.runs:
+        label, method, overrides = parse_run(entry)
+        c = configured(config, overrides)
+        folder = os.path.join(workdir, label)
+        if method == "sagd":
+            training.run(c, dataset, folder, quiet=FLAGS.quiet)
+        else:
+            if not os.path.exists(os.path.join(folder, "final.mrc")):
+                baselines.run(method, c, dataset, folder, quiet=FLAGS.quiet)
+        runs[label] = {"folder": folder, "method": method, "overrides": overrides}
+    return runs
+
+
+def _snapshots(folder: str):
+    """(seconds, path) of a run's map snapshots, with the final map last."""
+    records = report.read_metrics(folder)
+    seconds = {r["iteration"]: r["seconds"] for r in records if "iteration" in r}
+    out = []
+    for path in sorted(glob.glob(os.path.join(folder, "maps", "iter_*.mrc"))):
+        it = int(os.path.basename(path)[5:13])
+        if it in seconds:
+            out.append((seconds[it], path))
+    if os.path.exists(os.path.join(folder, "final.mrc")) and seconds:
+        out.append((seconds[max(seconds)], os.path.join(folder, "final.mrc")))
+    return out
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def draw_compare(config, runs: dict, truth_path: str | None):
+    plt = _plt()
+    fig, (ax, *slice_axes) = plt.subplots(1, 1 + len(runs), figsize=(4.5 + 2.6 * len(runs), 3.6))
+    numbers = {}
+    truth = mrc.read_map(truth_path)[0] if truth_path else None
+    for (label, run), sax in zip(runs.items(), slice_axes):
+        snaps = _snapshots(run["folder"])
+        picked = snaps[:: max(1, len(snaps) // FLAGS.max_points)] + snaps[-1:] if snaps else []
+        curve = []
+        if truth is not None:
+            for seconds, path in dict.fromkeys(picked):
+                vol, pixel = mrc.read_map(path)
+                curve.append((seconds, metrics.evaluate_maps(vol, truth, pixel)[0]["fsc_0.5_angstrom"]))
+            ax.plot([s / 60 for s, _ in curve], [r for _, r in curve], "o-", ms=3, label=label)
+        final, _ = mrc.read_map(os.path.join(run["folder"], "final.mrc"))
+        sax.imshow(final[final.shape[0] // 2], cmap="gray", origin="lower")
+        sax.set_title(label, fontsize=9)
+        sax.axis("off")
+        held = [r["heldout_rremse"] for r in report.read_metrics(run["folder"]) if "heldout_rremse" in r]
+        numbers[label] = {"method": run["method"], "overrides": run["overrides"],
+                          "minutes": round(snaps[-1][0] / 60, 2) if snaps else None,
+                          "fsc_0.5_against_time": [(round(s / 60, 2), round(r, 2)) for s, r in curve],
+                          "final_fsc_0.5_angstrom": round(curve[-1][1], 2) if curve else None,
+                          "final_heldout_rremse": held[-1] if held else None}
+    if truth is not None:
+        ax.set_xlabel("wall time (min)")
+        ax.set_ylabel("FSC 0.5 vs truth (Å)")
+        ax.invert_yaxis()
+        ax.legend(fontsize=8)
+    else:
+        ax.axis("off")
+    ax.set_title(config.figure.title, fontsize=10)
+    return fig, numbers
+
+
+def draw_slices(config, runs: dict):
+    plt = _plt()
+    fig, axes = plt.subplots(3, len(runs), figsize=(2.8 * len(runs), 8), squeeze=False)
+    numbers = {}
+    for col, (label, run) in enumerate(runs.items()):
+        final, _ = mrc.read_map(os.path.join(run["folder"], "final.mrc"))
+        c = final.shape[0] // 2
+        for row, img in enumerate((final[c], final[:, c], final[:, :, c])):
+            axes[row, col].imshow(img, cmap="gray", origin="lower")
+            axes[row, col].axis("off")
+        axes[0, col].set_title(label, fontsize=10)
+        held = [r["heldout_rremse"] for r in report.read_metrics(run["folder"]) if "heldout_rremse" in r]
+        numbers[label] = {"overrides": run["overrides"], "final_heldout_rremse": held[-1] if held else None}
+    fig.suptitle(config.figure.title)
+    return fig, numbers
+
+
+def draw_snapshots(config, runs: dict):
+    plt = _plt()
+    (label, run), = runs.items()
+    snaps = _snapshots(run["folder"])
+    initial = os.path.join(run["folder"], "maps", "initial.mrc")
+    wanted = list(config.figure.snapshot_minutes)
+    chosen = []
+    for minutes in wanted:
+        if minutes == 0 and os.path.exists(initial):
+            chosen.append((0.0, initial))
+        elif snaps:
+            chosen.append(min(snaps, key=lambda s: abs(s[0] / 60 - minutes)))
+    fig, axes = plt.subplots(2, len(chosen), figsize=(2.6 * len(chosen), 5.4), squeeze=False)
+    for col, (seconds, path) in enumerate(chosen):
+        vol, _ = mrc.read_map(path)
+        from scipy import ndimage
+        smooth = ndimage.gaussian_filter(np.asarray(vol, np.float64), 1.0)
+        view = report.isosurface_views(smooth, report.surface_threshold(smooth))[0]
+        axes[0, col].imshow(view, cmap="copper", origin="lower", vmin=0, vmax=1)
+        axes[0, col].set_title(f"{seconds / 60:.1f} min", fontsize=9)
+        axes[1, col].imshow(vol[vol.shape[0] // 2], cmap="gray", origin="lower")
+        for ax in axes[:, col]:
+            ax.axis("off")
+    fig.suptitle(config.figure.title)
+    return fig, {label: {"snapshots": [(round(s / 60, 2), os.path.basename(p)) for s, p in chosen]}}
+
+
+def draw_summary(config, runs: dict, dataset):
+    plt = _plt()
+    (label, run), = runs.items()
+    final, _ = mrc.read_map(os.path.join(run["folder"], "final.mrc"))
+    fig, axes = plt.subplots(2, 4, figsize=(11, 5.6))
+    images = dataset.images(np.arange(min(4, len(dataset))))
+    for ax, img in zip(axes[0], images):
+        ax.imshow(img, cmap="gray", origin="lower")
+        ax.axis("off")
+    axes[0, 0].set_title("particles", fontsize=9)
+    from scipy import ndimage
+    smooth = ndimage.gaussian_filter(np.asarray(final, np.float64), 1.0)
+    axes[1, 0].imshow(report.isosurface_views(smooth, report.surface_threshold(smooth))[0], cmap="copper",
+                      origin="lower", vmin=0, vmax=1)
+    c = final.shape[0] // 2
+    for ax, img in zip(axes[1, 1:], (final[c], final[:, c], final[:, :, c])):
+        ax.imshow(img, cmap="gray", origin="lower")
+    for ax in axes[1]:
+        ax.axis("off")
+    held = [r["heldout_rremse"] for r in report.read_metrics(run["folder"]) if "heldout_rremse" in r]
+    rremse = held[-1] if held else float("nan")
+    fig.suptitle(f"{config.figure.title}: held-out RREMSE {rremse:.3f} (the paper: 0.99, 0.96, 0.98)")
+    return fig, {label: {"final_heldout_rremse": rremse}}
+
+
+@user_errors_exit
+def main(argv):
+    del argv
+    config = FLAGS.config
+    if config is None or "figure" not in config:
+        raise InputError("--config must be a figure config (with a 'figure' section)")
+    if not FLAGS.particles or not FLAGS.workdir:
+        raise InputError("--particles and --workdir are required")
+    meta = metadata.read_particles(FLAGS.particles, config.pixel_size_angstrom or None)
+    dataset = open_dataset(meta, config.particle_radius_angstrom or None, config.invert_contrast)
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    runs = run_all(config, dataset, FLAGS.workdir)
+    kind = config.figure.kind
+    if kind == "compare":
+        fig, numbers = draw_compare(config, runs, FLAGS.truth)
+    elif kind == "slices":
+        fig, numbers = draw_slices(config, runs)
+    elif kind == "snapshots":
+        fig, numbers = draw_snapshots(config, runs)
+    elif kind == "summary":
+        fig, numbers = draw_summary(config, runs, dataset)
+    else:
+        raise InputError(f"unknown figure.kind {kind!r} (compare, slices, snapshots, summary)")
+    name = config.figure.name
+    png = os.path.join(FLAGS.workdir, f"{name}.png")
+    fig.savefig(png, dpi=110, bbox_inches="tight")
+    import jax
+    record = {"figure": name, "title": config.figure.title, "runs": numbers,
+              "command": " ".join(sys.argv), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                                          "jax": jax.__version__,
+                                                          "devices": [str(d) for d in jax.devices()]}}
+    with open(os.path.join(FLAGS.workdir, f"{name}.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    if FLAGS.out:
+        os.makedirs(FLAGS.out, exist_ok=True)
+        for ext in ("png", "json"):
+            shutil.copy(os.path.join(FLAGS.workdir, f"{name}.{ext}"), FLAGS.out)
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    app.run(main)

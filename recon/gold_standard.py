@@ -1,0 +1,127 @@
+"""Gold-standard refinement: a shared low-resolution start, then two independent half-set refinements, their FSC.
+
+With ``config.gold_standard.enabled``, ``WORKDIR`` holds::
+
+    shared/      the run on all particles through the levels coarser than gold_standard.split_resolution_angstrom
+    half1/, half2/   the two halves (a seeded random split of the particles), each refined from shared/final.mrc
+                 through the remaining levels, independently (own SAGD, sampler and held-out set)
+    half1.mrc, half2.mrc   the half maps;   final.mrc   their average
+    gold_standard.json     the half-map FSC curve and its 0.143 and 0.5 resolutions (the RELION convention:
+                 0.143 between independent halves), with each half's held-out RREMSE (App. C, the paper's measure)
+    metrics.jsonl, poses.star, run.log, report.html    shared + half 1 progress, every particle's pose from its half
+
+Each part resumes on its own (running the command again continues where it stopped).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from recon import metrics, report, training
+from recon.data import ParticleDataset
+from recon.errors import fail
+from recon.io import metadata, mrc, star
+
+
+def split_halves(num_particles: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random split of ``range(num_particles)`` into two sorted halves (sizes differ by at most one)."""
+    order = np.random.default_rng([seed, 1]).permutation(num_particles)
+    return np.sort(order[: num_particles // 2]), np.sort(order[num_particles // 2:])
+
+
+def part_configs(config, dataset: ParticleDataset):
+    """The configs of the shared start and of the halves, from the run's config and the data's levels."""
+    levels = training.make_plan(config, dataset).resolutions
+    split = config.gold_standard.split_resolution_angstrom
+    shared_levels = [r for r in levels if r > split + 1e-6] or [levels[0]]
+    if len(shared_levels) == len(levels):
+        raise fail(dataset.meta.source, f"gold_standard.split_resolution_angstrom = {split} leaves no level for the "
+                                        f"halves (levels {', '.join(f'{r:.1f}' for r in levels)} A)")
+    shared = copy.deepcopy(config)
+    shared.gold_standard.enabled = False
+    shared.schedule.target_resolution_angstrom = float(shared_levels[-1])
+    shared.stop.max_iterations = len(shared_levels) * config.schedule.iterations_per_level
+    shared.output.final_pose_pass = False
+    half = copy.deepcopy(config)
+    half.gold_standard.enabled = False
+    half.schedule.start_resolution_angstrom = float(levels[len(shared_levels)])
+    half.sampling.start_iteration = 0  # a particle's first visit in its half sums exhaustively anyway
+    return shared, half
+
+
+def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> dict:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=1, sort_keys=True))
+    shared_config, half_config = part_configs(config, dataset)
+    shared = training.run(shared_config, dataset, os.path.join(workdir, "shared"), quiet)
+    start, _ = mrc.read_map(shared["final_map"])
+    halves = split_halves(len(dataset), config.seed)
+    summaries = []
+    for k, particles in enumerate(halves, start=1):
+        part_config = copy.deepcopy(half_config)
+        part_config.seed = config.seed + k
+        summaries.append(training.run(part_config, dataset, os.path.join(workdir, f"half{k}"), quiet, particles,
+                                      start_volume=start))
+    maps = [mrc.read_map(s["final_map"])[0] for s in summaries]
+    pixel = dataset.pixel_size_angstrom
+    for k, vol in enumerate(maps, start=1):
+        mrc.write_map(os.path.join(workdir, f"half{k}.mrc"), vol, pixel)
+    mrc.write_map(os.path.join(workdir, "final.mrc"), (maps[0] + maps[1]) / 2, pixel)
+    mask = metrics.soft_sphere_mask(dataset.box_size, dataset.box_size / 2 - 3)
+    curve = metrics.fsc(maps[0] * mask, maps[1] * mask)
+    result = {
+        "half_maps_fsc_0.143_angstrom": metrics.resolution_at(curve, pixel, 0.143),
+        "half_maps_fsc_0.5_angstrom": metrics.resolution_at(curve, pixel, 0.5),
+        "heldout_rremse_halves": [s["heldout_rremse"] for s in summaries],
+        "particles_per_half": [int(len(h)) for h in halves],
+        "fsc": [float(c) for c in curve],
+        "frequencies_per_angstrom": [float(f) for f in metrics.shell_frequencies(dataset.box_size, pixel)[:len(curve)]],
+    }
+    with open(os.path.join(workdir, "gold_standard.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    _merge_outputs(workdir, halves, shared["elapsed_seconds"])
+    line = (f"gold standard: half-map FSC 0.143 at {result['half_maps_fsc_0.143_angstrom']:.2f} A (0.5 at "
+            f"{result['half_maps_fsc_0.5_angstrom']:.2f} A); held-out RREMSE of the halves "
+            f"{', '.join(f'{r:.4f}' for r in result['heldout_rremse_halves'] if r is not None)}")
+    with open(os.path.join(workdir, "run.log"), "a") as f:
+        f.write(line + "\n")
+    if not quiet:
+        print(line, flush=True)
+    report.write_report(workdir)
+    return {**{k: v for k, v in result.items() if k not in ("fsc", "frequencies_per_angstrom")},
+            "final_map": os.path.join(workdir, "final.mrc"), "half_maps": [os.path.join(workdir, "half1.mrc"),
+                                                                            os.path.join(workdir, "half2.mrc")]}
+
+
+def _merge_outputs(workdir: str, halves, shared_seconds: float) -> None:
+    """Top-level metrics.jsonl (the shared run, then half 1 with its times offset), run.log (both parts' lines)
+    and poses.star (each particle's pose from its own half)."""
+    records = report.read_metrics(os.path.join(workdir, "shared"))
+    offset = max((r.get("iteration", 0) for r in records), default=0)
+    for r in report.read_metrics(os.path.join(workdir, "half1")):
+        records.append({**r, "iteration": r.get("iteration", 0) + offset, "seconds": r.get("seconds", 0.0) + shared_seconds,
+                        "part": "half1"})
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    with open(os.path.join(workdir, "run.log"), "w") as f:
+        for part in ("shared", "half1", "half2"):
+            path = os.path.join(workdir, part, "run.log")
+            if os.path.exists(path):
+                f.write(f"--- {part} ---\n" + open(path).read())
+    metas = [metadata.read_particles(os.path.join(workdir, f"half{k}", "poses.star")) for k in (1, 2)]
+    first = np.zeros(len(metas[0]), bool)
+    first[halves[0]] = True
+    merged = dataclasses.replace(
+        metas[0],
+        angles_degrees=np.where(first[:, None], metas[0].angles_degrees, metas[1].angles_degrees),
+        origins_angstrom=np.where(first[:, None], metas[0].origins_angstrom, metas[1].origins_angstrom))
+    path = os.path.join(workdir, "poses.star")
+    names = [os.path.relpath(s, workdir) for s in merged.stack_paths]
+    image_names = np.array([f"{j + 1:06d}@{s}" for j, s in zip(merged.image_indices, names)], dtype=object)
+    star.write_star(path, merged, image_names=image_names)
