@@ -182,10 +182,7 @@ def draw_snapshots(config, runs: dict):
     fig, axes = plt.subplots(2, len(chosen), figsize=(2.6 * len(chosen), 5.4), squeeze=False)
     for col, (seconds, path) in enumerate(chosen):
         vol, _ = mrc.read_map(path)
-        from scipy import ndimage
-        smooth = ndimage.gaussian_filter(np.asarray(vol, np.float64), 1.0)
-        view = report.isosurface_views(smooth, report.surface_threshold(smooth))[0]
-        axes[0, col].imshow(view, cmap="copper", origin="lower", vmin=0, vmax=1)
+        axes[0, col].imshow(report.rendered_views(vol)[0][0], cmap="copper", origin="lower", vmin=0, vmax=1)
         axes[0, col].set_title(f"{seconds / 60:.1f} min", fontsize=9)
         axes[1, col].imshow(vol[vol.shape[0] // 2], cmap="gray", origin="lower")
         for ax in axes[:, col]:
@@ -204,10 +201,7 @@ def draw_summary(config, runs: dict, dataset):
         ax.imshow(img, cmap="gray", origin="lower")
         ax.axis("off")
     axes[0, 0].set_title("particles", fontsize=9)
-    from scipy import ndimage
-    smooth = ndimage.gaussian_filter(np.asarray(final, np.float64), 1.0)
-    axes[1, 0].imshow(report.isosurface_views(smooth, report.surface_threshold(smooth))[0], cmap="copper",
-                      origin="lower", vmin=0, vmax=1)
+    axes[1, 0].imshow(report.rendered_views(final)[0][0], cmap="copper", origin="lower", vmin=0, vmax=1)
     c = final.shape[0] // 2
     for ax, img in zip(axes[1, 1:], (final[c], final[:, c], final[:, :, c])):
         ax.imshow(img, cmap="gray", origin="lower")

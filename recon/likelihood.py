@@ -242,6 +242,23 @@ def auto_chunk_size(batch_size: int, grid: LikelihoodGrid, max_table_elements: i
     return best
 
 
+def table_operands(volume, grid: LikelihoodGrid, pixel_size_angstrom: float, kernel: str, oversampling: int):
+    """What every particle's exhaustive table shares: the slices as ``[Re P; Im P]`` ``(2 N_k, n_dir)``, their
+    power ``|P|^2`` ``(N_k, n_dir)`` and the shift phases ``(n_psi, n_t, N_k)``."""
+    slices = direction_slices(volume, grid, oversampling, kernel)  # (n_dir, N_k)
+    slices_cat = jnp.concatenate([slices.real, slices.imag], axis=-1).T
+    slice_power = (slices.real**2 + slices.imag**2).T
+    return slices_cat, slice_power, shift_phases(grid, pixel_size_angstrom)
+
+
+def checked_chunks(n: int, chunk_size: int) -> tuple[int, int]:
+    """``(n, chunk)`` with the chunk at most ``n``; a batch must be a whole number of chunks."""
+    chunk_size = min(chunk_size, n)
+    if n % chunk_size:
+        raise ValueError(f"batch of {n} is not a multiple of the chunk size {chunk_size}")
+    return n, chunk_size
+
+
 def batch_log_marginals(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pixel_size_angstrom: float,
                         chunk_size: int = 25, remat: bool = True, kernel: str = SLICE_KERNEL,
                         oversampling: int = 2):
@@ -250,14 +267,8 @@ def batch_log_marginals(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pi
     ``remat`` recomputes each chunk in the backward pass instead of storing it (less memory, ~1.5x the work).
     """
     size = images.shape[-1]
-    slices = direction_slices(volume, grid, oversampling, kernel)  # (n_dir, N_k)
-    slices_cat = jnp.concatenate([slices.real, slices.imag], axis=-1).T  # (2 N_k, n_dir)
-    slice_power = (slices.real**2 + slices.imag**2).T  # (N_k, n_dir)
-    phases = shift_phases(grid, pixel_size_angstrom)
-    n = images.shape[0]
-    chunk_size = min(chunk_size, n)
-    if n % chunk_size:
-        raise ValueError(f"batch of {n} is not a multiple of the chunk size {chunk_size}")
+    slices_cat, slice_power, phases = table_operands(volume, grid, pixel_size_angstrom, kernel, oversampling)
+    n, chunk_size = checked_chunks(images.shape[0], chunk_size)
 
     def chunk(args):
         imgs, chunk_ctf = args
@@ -310,14 +321,8 @@ def batch_top_poses(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pixel_
     with ``criterion="likelihood"`` the posterior log-probabilities (:func:`top_poses`; batch EM), with
     ``"correlation"`` the cross-correlations (:func:`correlation_table`; projection matching)."""
     size = images.shape[-1]
-    slices = direction_slices(volume, grid, oversampling, kernel)
-    slices_cat = jnp.concatenate([slices.real, slices.imag], axis=-1).T
-    slice_power = (slices.real**2 + slices.imag**2).T
-    phases = shift_phases(grid, pixel_size_angstrom)
-    n = images.shape[0]
-    chunk_size = min(chunk_size, n)
-    if n % chunk_size:
-        raise ValueError(f"batch of {n} is not a multiple of the chunk size {chunk_size}")
+    slices_cat, slice_power, phases = table_operands(volume, grid, pixel_size_angstrom, kernel, oversampling)
+    n, chunk_size = checked_chunks(images.shape[0], chunk_size)
 
     def chunk(args):
         imgs, chunk_ctf = args

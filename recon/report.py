@@ -113,15 +113,22 @@ def _slices(maps: dict) -> str:
     return f"<img src='{_png(fig)}'>"
 
 
-def _isosurface(vol: np.ndarray) -> str:
+def rendered_views(vol: np.ndarray) -> tuple[list[np.ndarray], float]:
+    """:func:`isosurface_views` of the map smoothed by a 1-voxel Gaussian and masked to the box's sphere, at
+    :func:`surface_threshold`; returns the three views and the threshold."""
     from scipy import ndimage
 
     size = vol.shape[0]
     inside = metrics.soft_sphere_mask(size, size / 2 - 2) > 0.5
     vol = np.where(inside, ndimage.gaussian_filter(np.asarray(vol, np.float64), 1.0), -np.inf)  # smoothed, masked
     threshold = surface_threshold(np.where(inside, vol, np.nan))
+    return isosurface_views(vol, threshold), threshold
+
+
+def _isosurface(vol: np.ndarray) -> str:
+    views, threshold = rendered_views(vol)
     fig, axes = _figure(1, 3, figsize=(10, 3.6))
-    for ax, img, label in zip(axes, isosurface_views(vol, threshold), ("along z", "along y", "along x")):
+    for ax, img, label in zip(axes, views, ("along z", "along y", "along x")):
         ax.imshow(img, cmap="copper", origin="lower", vmin=0, vmax=1)
         ax.set_title(label, fontsize=9)
         ax.axis("off")
