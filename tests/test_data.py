@@ -73,7 +73,7 @@ def test_index_out_of_range(tmp_path):
 def test_missing_stack(tmp_path):
     (tmp_path / "p.star").write_text(HEADER.format(size=16) + "1@gone.mrcs 1 10000\n")
     meta = metadata.read_particles(tmp_path / "p.star")
-    with pytest.raises(InputError, match="gone.mrcs: file not found"):
+    with pytest.raises(InputError, match="gone.mrcs, which does not exist"):
         open_dataset(meta)
 
 
@@ -89,6 +89,17 @@ def test_nan_pixels_named(tmp_path):
     meta = _write(tmp_path, data, HEADER.format(size=16) + "1@s.mrcs 1 10000\n3@s.mrcs 1 10000\n")
     with pytest.raises(InputError, match="image 3 contains NaN"):
         open_dataset(meta)
+
+
+def test_nan_far_down_the_stack_is_found_before_any_work(tmp_path):
+    # The noise estimate samples at most a few images; the up-front scan must still see image 2,500 of 3,000.
+    data = np.random.default_rng(0).normal(size=(3000, 16, 16))
+    data[2499, 7, 1] = np.inf
+    rows = "".join(f"{i + 1}@s.mrcs 1 10000\n" for i in range(3000))
+    meta = _write(tmp_path, data, HEADER.format(size=16) + rows)
+    with pytest.raises(InputError, match="image 2500 contains NaN or infinite"):
+        open_dataset(meta, estimate_noise=False)
+    assert len(open_dataset(meta, estimate_noise=False, check_pixels=False)) == 3000
 
 
 def test_unknown_pixel_size(tmp_path):

@@ -33,10 +33,13 @@ def _open(path, mmap: bool):
     except (ValueError, OSError, EOFError, TypeError) as e:
         raise fail(path, f"not a readable MRC file ({str(e).splitlines()[0]})") from None
     mode = int(handle.header.mode)
-    if mode not in (0, 1, 2, 3, 4, 6, 12, 101) or min(int(handle.header.nx), int(handle.header.ny),
-                                                         int(handle.header.nz)) < 1:
+    dims = int(handle.header.nx), int(handle.header.ny), int(handle.header.nz)
+    if mode not in (0, 1, 2, 3, 4, 6, 12, 101):
         handle.close()
         raise fail(path, f"not an MRC file (invalid header: mode {mode})")
+    if min(dims) < 1:
+        handle.close()
+        raise fail(path, "invalid MRC header: dimensions {} x {} x {} (every one must be at least 1)".format(*dims))
     if mode not in SUPPORTED_MODES:
         handle.close()
         raise fail(path, f"unsupported MRC mode {mode} (supported: {sorted(SUPPORTED_MODES)})")
