@@ -38,6 +38,23 @@ def save(directory: str, step: int, tree, metadata: dict | None = None, keep: in
     return path
 
 
+def write_text(path: str, text: str) -> None:
+    """Write a small text file atomically (temporary file in the same folder, fsync, rename): a crash or a full
+    disk leaves the previous version, never a truncated one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def list_checkpoints(directory: str) -> list[str]:
     paths = [p for p in glob.glob(os.path.join(directory, "ckpt_*.npz")) if PATTERN.search(p)]
     return sorted(paths, key=lambda p: int(PATTERN.search(p).group(1)))

@@ -16,7 +16,8 @@ def fail(path, problem: str) -> InputError:
 
 
 def user_errors_exit(main):
-    """Decorator for absl ``main`` functions: an :class:`InputError` prints ``error: ...`` and exits 2."""
+    """Decorator for absl ``main`` functions: an :class:`InputError` or an ``OSError`` (unwritable or full disk)
+    prints one ``error: ...`` line and exits 2."""
 
     @functools.wraps(main)
     def wrapped(argv):
@@ -27,6 +28,10 @@ def user_errors_exit(main):
             return main(argv)
         except InputError as e:
             print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as e:  # unwritable or full disk, a folder where a file should be...: one line, no traceback
+            where = e.filename if e.filename is not None else "(file system)"
+            print(f"error: {where}: {e.strerror or e}; files written before this are intact", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from recon import metrics, report, training
+from recon import checkpoint, metrics, report, training
 from recon.data import ParticleDataset
 from recon.errors import fail
 from recon.io import metadata, mrc, star
@@ -56,8 +56,7 @@ def part_configs(config, dataset: ParticleDataset):
 
 def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> dict:
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=1, sort_keys=True))
+    checkpoint.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=1, sort_keys=True))
     shared_config, half_config = part_configs(config, dataset)
     shared = training.run(shared_config, dataset, os.path.join(workdir, "shared"), quiet)
     start, _ = mrc.read_map(shared["final_map"])
@@ -83,8 +82,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> 
         "fsc": [float(c) for c in curve],
         "frequencies_per_angstrom": [float(f) for f in metrics.shell_frequencies(dataset.box_size, pixel)[:len(curve)]],
     }
-    with open(os.path.join(workdir, "gold_standard.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    checkpoint.write_text(os.path.join(workdir, "gold_standard.json"), json.dumps(result, indent=1))
     _merge_outputs(workdir, halves, shared["elapsed_seconds"])
     line = (f"gold standard: half-map FSC 0.143 at {result['half_maps_fsc_0.143_angstrom']:.2f} A (0.5 at "
             f"{result['half_maps_fsc_0.5_angstrom']:.2f} A); held-out RREMSE of the halves "

@@ -48,8 +48,14 @@ def read_metrics(workdir: str) -> list[dict]:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
+    records = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # blank, or the partial last line of a run killed (or out of disk) mid-write
+                continue
+    return records
 
 
 def isosurface_views(volume: np.ndarray, threshold: float) -> list[np.ndarray]:

@@ -348,8 +348,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
             raise fail(config_path, f"the workdir holds a run with a different config ({'; '.join(differences[:4])}); "
                                     "use a new --workdir (or the same config to resume; only the stop.* limits may "
                                     "change)")
-    with open(config_path, "w") as f:
-        f.write(config_json)
+    checkpoint.write_text(config_path, config_json)
 
     progress = Progress(workdir, quiet)
     plan = make_plan(config, dataset, particles)
@@ -369,6 +368,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
             raise fail(workdir, "the start volume has no positive density inside the particle radius")
     symmetric = len(plan.symmetry_matrices) > 1
     symmetrise = jax.jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices))
+    all_finite = jax.jit(lambda v: jnp.all(jnp.isfinite(v)))
     strength = prior_strength(config, typical)
     use_sagd = config.optimizer.kind == "sagd"
     if config.optimizer.line_search not in ("step", "minibatch"):
@@ -521,6 +521,10 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         controls = step_lib.Controls(epsilon=jnp.asarray(schedules.step_size(iteration), jnp.float32),
                                      lipschitz=jnp.asarray(lipschitz, jnp.float32))
         opt_state = lv.update_fn(opt_state, jnp.asarray(slot, jnp.int32), data_grad, prior_grad, controls)
+        if not bool(all_finite(opt_state.volume)):  # before any map or checkpoint of it is written
+            raise fail(ckpt_dir, f"the map became NaN or infinite at iteration {iteration}; stopped, the last "
+                                 "checkpoint here is intact (try a smaller --config.optimizer.lipschitz_init or "
+                                 "prior.scale)")
         out_best = np.asarray(result.best)
         host.best_pose[indices[real]] = out_best[real]
         host.best_level[indices[real]] = level
