@@ -150,35 +150,44 @@ class Alignment:
         return transform_volume(vol, self.rotation, self.shift_angstrom / pixel_size_angstrom).astype(np.float32)
 
 
-def _coarse_scores(moving: np.ndarray, reference: np.ndarray, rotations: np.ndarray, chunk: int = 256):
-    """Best cross-correlation over integer shifts for each rotation: ``(n_rot,)`` scores, ``(n_rot, 3)`` shifts."""
+def _coarse_score_one(rotation: jnp.ndarray, moving: jnp.ndarray, reference_ft_conj: jnp.ndarray):
+    """Best cross-correlation over integer shifts of ``moving`` rotated by ``rotation`` (3, 3) against the
+    reference (given as the conjugate of its rfftn): (score, flat index of the best shift)."""
     size = moving.shape[0]
     c = jnp.asarray(conventions.box_coordinates(size), jnp.float32)
     z, y, x = jnp.meshgrid(c, c, c, indexing="ij")
     pts = jnp.stack([x.ravel(), y.ravel(), z.ravel()], -1)
+    src = pts @ rotation + size // 2  # R^T x as row vectors: x @ R
+    rotated = projection.trilinear_sample(moving, src).reshape(size, size, size)
+    cc = jnp.fft.irfftn(jnp.fft.rfftn(jnp.fft.ifftshift(rotated)) * reference_ft_conj, s=rotated.shape)
+    best = jnp.argmax(cc)
+    return cc.ravel()[best], best
+
+
+# Compiled once per working size (not once per call: figure scripts align dozens of maps).
+_coarse_scores_batch = jax.jit(jax.vmap(_coarse_score_one, in_axes=(0, None, None)))
+
+
+def _coarse_scores(moving: np.ndarray, reference: np.ndarray, rotations: np.ndarray, chunk: int = 256):
+    """Best cross-correlation over integer shifts for each rotation: ``(n_rot,)`` scores, ``(n_rot, 3)`` shifts."""
+    size = moving.shape[0]
     mov = jnp.asarray(moving, jnp.float32)
     ref_ft_conj = jnp.conj(jnp.fft.rfftn(jnp.fft.ifftshift(jnp.asarray(reference, jnp.float32))))
-
-    def one(rotation):
-        src = pts @ rotation + size // 2  # R^T x as row vectors: x @ R
-        rotated = projection.trilinear_sample(mov, src).reshape(size, size, size)
-        cc = jnp.fft.irfftn(jnp.fft.rfftn(jnp.fft.ifftshift(rotated)) * ref_ft_conj, s=rotated.shape)
-        best = jnp.argmax(cc)
-        return cc.ravel()[best], best
-
-    fn = jax.jit(jax.vmap(one))
+    rot = np.asarray(rotations, np.float32)
+    pad = (-len(rot)) % chunk  # every chunk the same shape: one compilation
+    rot = np.concatenate([rot, np.repeat(rot[:1], pad, 0)])
     scores, where = [], []
-    rot = jnp.asarray(rotations, jnp.float32)
-    for s in range(0, len(rotations), chunk):
-        a, b = fn(rot[s:s + chunk])
+    for s in range(0, len(rot), chunk):
+        a, b = _coarse_scores_batch(jnp.asarray(rot[s:s + chunk]), mov, ref_ft_conj)
         scores.append(np.asarray(a))
         where.append(np.asarray(b))
-    where = np.concatenate(where)
+    n = len(rotations)
+    where = np.concatenate(where)[:n]
     iz, iy, ix = np.unravel_index(where, (size,) * 3)
     # cc[t] = sum_x rot(x) ref(x + t): the reference matches the rotated map moved by +t... the map must move by -t
     shifts = -np.stack([ix, iy, iz], -1)
     shifts = (shifts + size // 2) % size - size // 2
-    return np.concatenate(scores), shifts
+    return np.concatenate(scores)[:n], shifts
 
 
 def _correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
