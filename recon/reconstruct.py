@@ -27,6 +27,9 @@ flags.DEFINE_string("data_dir", None, "Extra folder in which to look for the par
 flags.DEFINE_enum("method", "sagd", ["sagd", "projection_matching", "em"],
                   "sagd: the paper's method (default); projection_matching or em: the baselines of Fig. 9.")
 flags.DEFINE_bool("quiet", False, "No progress lines on the terminal (they still go to WORKDIR/run.log).")
+flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() first (coordinator, process "
+                  "count and id from the cluster, e.g. SLURM, or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                  "JAX_PROCESS_ID); run the same command on every host, with --config.devices=0.")
 config_flags.DEFINE_config_file("config", os.path.join(REPO, "experiments", "configs", "default.py"),
                                 "Reconstruction config (ml_collections).")
 
@@ -37,6 +40,10 @@ def main(argv):
     if not FLAGS.particles or not FLAGS.workdir:
         raise InputError("--particles and --workdir are required")
     config = FLAGS.config
+    if FLAGS.distributed:
+        import jax
+
+        jax.distributed.initialize()
     meta = metadata.read_particles(FLAGS.particles, config.pixel_size_angstrom or None, FLAGS.data_dir)
     dataset = open_dataset(meta, config.particle_radius_angstrom or None, config.invert_contrast)
     if FLAGS.method != "sagd":

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from recon import likelihood, priors, sagd
@@ -59,11 +60,64 @@ class StepFunctions(NamedTuple):
     evaluate_sampled: Any = None
 
 
+PARTICLES = "particles"  # the mesh axis along which a minibatch's particles are split
+
+
+def make_mesh(num_devices: int):
+    """A 1-D mesh over the first ``num_devices`` devices (0: all), axis :data:`PARTICLES`; None for one device.
+    Under ``jax.distributed`` the devices are those of every process."""
+    devices = jax.devices()
+    n = len(devices) if num_devices == 0 else num_devices
+    if n > len(devices):
+        raise ValueError(f"devices = {num_devices}, but JAX sees {len(devices)}")
+    return None if n == 1 else jax.sharding.Mesh(devices[:n], (PARTICLES,))
+
+
+def particle_sharding(mesh):
+    """The shardings of a minibatch's arrays on ``mesh``: (split along the particles, replicated)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return NamedSharding(mesh, PartitionSpec(PARTICLES)), NamedSharding(mesh, PartitionSpec())
+
+
+def _put(array, sharding):
+    """A global array with ``sharding`` from a value every process holds whole (each process fills the shards of
+    its own devices, so this works under ``jax.distributed`` too)."""
+    host = np.asarray(jax.device_get(array))
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def place_batch(batch: Batch, mesh, samples=None):
+    """``batch`` (and ``samples``) split across ``mesh`` along the particles (no-op without a mesh)."""
+    if mesh is None:
+        return batch, samples
+    split, replicated = particle_sharding(mesh)
+    batch = Batch(_put(batch.images, split), jax.tree_util.tree_map(lambda a: _put(a, split), batch.ctf),
+                  _put(batch.mask, split), _put(batch.batch_index, replicated))
+    if samples is not None:
+        samples = jax.tree_util.tree_map(lambda a: _put(a, split), samples)
+    return batch, samples
+
+
+def replicate(tree, mesh):
+    """Every array of ``tree`` replicated on ``mesh`` (the map, the optimiser state); no-op without a mesh."""
+    if mesh is None:
+        return tree
+    replicated = particle_sharding(mesh)[1]
+    return jax.tree_util.tree_map(lambda a: _put(a, replicated), tree)
+
+
 def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior_strength: float,
                         num_batches: int, chunk_size: int = 25, optimizer: str = "sagd", optax_transform=None,
                         remat: bool = True, kernel: str = likelihood.SLICE_KERNEL,
-                        sampled_chunk_size: int = 25, oversampling: int = 2) -> StepFunctions:
-    """Pure functions for one resolution level (jit each once)."""
+                        sampled_chunk_size: int = 25, oversampling: int = 2, mesh=None) -> StepFunctions:
+    """Pure functions for one resolution level (jit each once).
+
+    ``mesh`` (:func:`make_mesh`): data parallelism. The likelihood functions run under ``shard_map``, each device
+    on its share of the minibatch's particles (``chunk_size`` counts the particles of one device), the map
+    replicated, the data objective and its gradient summed across devices (``psum``), the per-particle results
+    gathered (``all_gather``), so that everything a step returns is replicated and readable by every process. The
+    update and the prior run replicated."""
 
     def log_marginals(volume, images, ctf):
         return likelihood.batch_log_marginals(volume, images, ctf, grid, pixel_size_angstrom, chunk_size, remat,
@@ -83,11 +137,49 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
     def prior_share(volume):
         return priors.energy(volume, prior_kind, prior_strength) / num_batches
 
-    def gradient(volume, batch: Batch, samples=None):
+    def local_gradient(volume, batch: Batch, samples=None):
         return jax.value_and_grad(data_objective, has_aux=True)(volume, batch, samples)
 
+    gradient, data_value = local_gradient, lambda v, b, s=None: data_objective(v, b, s)[0]
+    evaluate, evaluate_sampled = log_marginals, sampled_log_marginals
+    if mesh is not None:
+        from jax.sharding import PartitionSpec
+
+        split, rep = PartitionSpec(PARTICLES), PartitionSpec()
+        batch_spec = Batch(images=split, ctf=split, mask=split, batch_index=rep)
+
+        def gather(result):  # per-particle outputs of every device, in minibatch order, on every device
+            return jax.tree_util.tree_map(lambda a: jax.lax.all_gather(a, PARTICLES, tiled=True), result)
+
+        def gradient(volume, batch: Batch, samples=None):
+            def local(v, b, s):
+                (value, result), grad = local_gradient(v, b, s)
+                return (jax.lax.psum(value, PARTICLES), gather(result)), jax.lax.psum(grad, PARTICLES)
+
+            return jax.shard_map(local, mesh=mesh, check_vma=False, in_specs=(rep, batch_spec, split),
+                                 out_specs=((rep, rep), rep))(volume, batch, samples)
+
+        def data_value(volume, batch: Batch, samples=None):
+            def local(v, b, s):
+                return jax.lax.psum(data_objective(v, b, s)[0], PARTICLES)
+
+            return jax.shard_map(local, mesh=mesh, check_vma=False, in_specs=(rep, batch_spec, split),
+                                 out_specs=rep)(volume, batch, samples)
+
+        def split_evaluation(fn):
+            def run(volume, images, ctf, samples=None):
+                if samples is None:
+                    return jax.shard_map(lambda v, i, c: gather(fn(v, i, c)), mesh=mesh, check_vma=False,
+                                         in_specs=(rep, split, split), out_specs=rep)(volume, images, ctf)
+                return jax.shard_map(lambda v, i, c, s: gather(fn(v, i, c, s)), mesh=mesh, check_vma=False,
+                                     in_specs=(rep, split, split, split), out_specs=rep)(volume, images, ctf, samples)
+            return run
+
+        evaluate = split_evaluation(log_marginals)
+        evaluate_sampled = split_evaluation(sampled_log_marginals)
+
     def objective(volume, batch: Batch, samples=None):
-        return data_objective(volume, batch, samples)[0] + prior_share(volume)
+        return data_value(volume, batch, samples) + prior_share(volume)
 
     if optimizer == "sagd":
 
@@ -105,8 +197,8 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
             return OptaxState(volume, opt_state, state.iteration + 1)
 
     return StepFunctions(gradient=lambda v, b: gradient(v, b), objective=lambda v, b: objective(v, b), update=update,
-                         evaluate=log_marginals, gradient_sampled=gradient, objective_sampled=objective,
-                         evaluate_sampled=sampled_log_marginals)
+                         evaluate=evaluate, gradient_sampled=gradient, objective_sampled=objective,
+                         evaluate_sampled=evaluate_sampled)
 
 
 def prior_gradient_share(volume, prior_kind: str, prior_strength: float, num_batches: int):

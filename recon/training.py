@@ -176,25 +176,32 @@ def make_optax(config):
 
 
 class Progress:
-    def __init__(self, workdir: str, quiet: bool = False):
-        self.log_file = open(os.path.join(workdir, "run.log"), "a")
-        self.metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a")
-        self.quiet = quiet
+    """Progress lines (terminal and run.log) and metrics.jsonl; silent and file-less when ``writer`` is False (the
+    processes other than the first of a multi-host run)."""
+
+    def __init__(self, workdir: str, quiet: bool = False, writer: bool = True):
+        self.writer = writer
+        self.log_file = open(os.path.join(workdir, "run.log"), "a") if writer else None
+        self.metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if writer else None
+        self.quiet = quiet or not writer
 
     def line(self, text: str):
         stamp = time.strftime("%H:%M:%S")
         if not self.quiet:
             print(f"[{stamp}] {text}", flush=True)
-        self.log_file.write(f"[{stamp}] {text}\n")
-        self.log_file.flush()
+        if self.writer:
+            self.log_file.write(f"[{stamp}] {text}\n")
+            self.log_file.flush()
 
     def metrics(self, record: dict):
-        self.metrics_file.write(json.dumps(record) + "\n")
-        self.metrics_file.flush()
+        if self.writer:
+            self.metrics_file.write(json.dumps(record) + "\n")
+            self.metrics_file.flush()
 
     def close(self):
-        self.log_file.close()
-        self.metrics_file.close()
+        if self.writer:
+            self.log_file.close()
+            self.metrics_file.close()
 
 
 def peak_rss_mb() -> float:
@@ -334,6 +341,15 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
 
     ``particles`` restricts the run to those particle indices; ``start_volume`` ``(D, D, D)`` replaces the random
     start (both for the halves of a gold-standard run, ``recon/gold_standard.py``)."""
+    try:  # settings checked before anything is written
+        mesh = step_lib.make_mesh(config.devices)
+    except ValueError as error:
+        raise InputError(f"--config.devices: {error}") from None
+    n_devices = 1 if mesh is None else mesh.size
+    if config.batch_size % n_devices:
+        raise InputError(f"batch_size {config.batch_size} is not a multiple of the {n_devices} devices "
+                         "(--config.devices); the particles of a minibatch are split evenly")
+    writer = jax.process_index() == 0  # under jax.distributed every process computes, the first one writes
     os.makedirs(os.path.join(workdir, "maps"), exist_ok=True)
     config_path = os.path.join(workdir, "config.json")
     config_json = config.to_json_best_effort(indent=1, sort_keys=True)
@@ -348,9 +364,10 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
             raise fail(config_path, f"the workdir holds a run with a different config ({'; '.join(differences[:4])}); "
                                     "use a new --workdir (or the same config to resume; only the stop.* limits may "
                                     "change)")
-    checkpoint.write_text(config_path, config_json)
+    if writer:
+        checkpoint.write_text(config_path, config_json)
 
-    progress = Progress(workdir, quiet)
+    progress = Progress(workdir, quiet, writer)
     plan = make_plan(config, dataset, particles)
     n_batches, batch_size = plan.batches.shape
     chunk = 1
@@ -358,6 +375,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
     levels = len(plan.resolutions)
     per_level = config.schedule.iterations_per_level
     limits = likelihood.chunk_limits(jax.default_backend(), config.max_table_elements)
+    local_batch = batch_size // n_devices  # particles per device per minibatch
 
     if start_volume is None:
         volume0, typical = initial_volume(config, dataset, plan)
@@ -399,7 +417,8 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                 host.done = False
                 progress.line("the run had stopped at a limit that the stop.* settings now raise: continuing")
     else:
-        mrc.write_map(os.path.join(workdir, "maps", "initial.mrc"), volume0, pixel)
+        if writer:
+            mrc.write_map(os.path.join(workdir, "maps", "initial.mrc"), volume0, pixel)
         progress.line(f"{len(dataset)} particles ({len(plan.train)} train, {len(plan.heldout)} held out), "
                       f"{dataset.box_size} px at {pixel:.3g} A/px, {n_batches} minibatches of {batch_size}; "
                       f"levels {', '.join(f'{r:.1f}' for r in plan.resolutions)} A")
@@ -407,20 +426,22 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
     def save_checkpoint():
         meta = {k: getattr(host, k) for k in ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done")}
         meta["best_rremse"] = meta["best_rremse"] if math.isfinite(meta["best_rremse"]) else 1e300
-        checkpoint.save(ckpt_dir, int(opt_state.iteration), (opt_state, host.tree()), meta,
-                        keep=config.output.keep_checkpoints)
+        if writer:
+            checkpoint.save(ckpt_dir, int(opt_state.iteration), (opt_state, host.tree()), meta,
+                            keep=config.output.keep_checkpoints)
 
     def compile_level(level):
         """The jitted functions of one level (compiled on first use) and its grid and sampler."""
         rule = level_quadrature(plan, level)
         grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / plan.resolutions[level])
-        chunk = likelihood.auto_chunk_size(batch_size, grid, limits.table_elements, limits.matrix_rows)
+        chunk = likelihood.auto_chunk_size(local_batch, grid, limits.table_elements, limits.matrix_rows)
         level_sampler = sampling.make_level_sampler(rule, sampler_settings(config), sampler_capacities(config))
-        s_chunk = likelihood.sampled_chunk_size(batch_size, level_sampler.capacities, grid.freqs.shape[0],
+        s_chunk = likelihood.sampled_chunk_size(local_batch, level_sampler.capacities, grid.freqs.shape[0],
                                                 limits.sampled_elements)
         fns = step_lib.make_step_functions(grid, pixel, config.prior.kind, strength, n_batches, chunk,
                                            config.optimizer.kind, transform, config.remat,
-                                           config.likelihood_kernel, s_chunk, config.likelihood_oversampling)
+                                           config.likelihood_kernel, s_chunk, config.likelihood_oversampling,
+                                           mesh)
         gradient_fn = jax.jit(fns.gradient)
         objective_fn = jax.jit(fns.objective)
         gradient_sampled_fn = jax.jit(fns.gradient_sampled)
@@ -432,20 +453,20 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
             f, lv, particle_keys(config.seed, stream, it, idx)), static_argnums=4)
         record_sampled_fn = jax.jit(level_sampler.record_sampled)
         record_exhaustive_fn = jax.jit(level_sampler.record_exhaustive)
-        eval_multiple = math.lcm(chunk, s_chunk)
+        eval_multiple = math.lcm(chunk, s_chunk) * n_devices
 
         def evaluate_rows(rows, at_iteration, stream, volume):
             """Evaluate (no gradient) the particles ``rows`` (padded with -1), recording their sampler
             states; returns (best (n, 3), expected_residual (n,)) for the real rows."""
             real_rows = rows >= 0
             safe_rows = np.where(real_rows, rows, rows[real_rows][0])
-            b = make_batch(dataset, rows, 0)
+            b, _ = step_lib.place_batch(make_batch(dataset, rows, 0), mesh)
             old = gather_factors(host.sampler, safe_rows)
             if (use_sampling and at_iteration >= config.sampling.start_iteration
                     and np.all(host.sampler.last_visit[rows[real_rows]] >= 0)):
                 samples, _ = propose_fn(old, jnp.asarray(host.sampler.last_visit[safe_rows]),
                                         at_iteration, jnp.asarray(safe_rows, jnp.int32), stream)
-                res = evaluate_sampled(volume, b.images, b.ctf, samples)
+                res = evaluate_sampled(volume, b.images, b.ctf, step_lib.place_batch(b, mesh, samples)[1])
                 new, _ = record_sampled_fn(samples, res, old)
             else:
                 res = evaluate(volume, b.images, b.ctf)
@@ -462,6 +483,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                       "frequencies")
         return types.SimpleNamespace(**{k: v for k, v in locals().items() if k != "level"})
 
+    opt_state = step_lib.replicate(opt_state, mesh)
     iteration = int(opt_state.iteration)
     compiled_level = None
     start_wall = time.time() - host.elapsed
@@ -493,11 +515,13 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         if sampled_now:
             samples, sample_stats = lv.propose_fn(old_factors, jnp.asarray(host.sampler.last_visit[safe]),
                                                   iteration, jnp.asarray(safe, jnp.int32), 0)
+            batch, samples = step_lib.place_batch(batch, mesh, samples)
             (data_value, result), data_grad = lv.gradient_sampled_fn(volume, batch, samples)
             new_factors, kl = lv.record_sampled_fn(samples, result, old_factors)
             batch_objective = lambda v: lv.objective_sampled_fn(v, batch, samples)  # noqa: E731
         else:
             sample_stats = None
+            batch, _ = step_lib.place_batch(batch, mesh)
             (data_value, result), data_grad = lv.gradient_fn(volume, batch)
             new_factors, kl = lv.record_exhaustive_fn(result, old_factors)
             batch_objective = lambda v: lv.objective_fn(v, batch)  # noqa: E731
@@ -570,7 +594,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
             progress.line(f"it {iteration:6d}  {plan.resolutions[level]:5.1f} A  objective {record['objective']:10.3f}  "
                           f"held-out {host.last_rremse:.4f}  {poses}  {rate:6.1f} particles/s  "
                           f"elapsed {format_seconds(host.elapsed)}  left ~{format_seconds(eta)}")
-        if schedules.due(iteration, config.output.save_map_every):
+        if writer and schedules.due(iteration, config.output.save_map_every):
             mrc.write_map(os.path.join(workdir, "maps", f"iter_{iteration:08d}.mrc"), np.asarray(opt_state.volume),
                           pixel)
         if (schedules.due(iteration, config.output.checkpoint_every)
@@ -591,13 +615,15 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                 best, _ = lv.evaluate_rows(row, iteration, 2, opt_state.volume)
                 host.best_pose[row[row >= 0]] = best
                 host.best_level[row[row >= 0]] = level
-        mrc.write_map(os.path.join(workdir, "final.mrc"), volume, pixel)
-        write_poses(os.path.join(workdir, "poses.star"), dataset, plan, host)
+        if writer:
+            mrc.write_map(os.path.join(workdir, "final.mrc"), volume, pixel)
+            write_poses(os.path.join(workdir, "poses.star"), dataset, plan, host)
         host.done = True
         save_checkpoint()
         progress.line(f"stopped: {stop_reason}; wrote {workdir}/final.mrc and poses.star")
         try:
-            progress.line(f"wrote {report.write_report(workdir)}")
+            if writer:
+                progress.line(f"wrote {report.write_report(workdir)}")
         except Exception as error:  # the map and poses are written; a figure failing must not lose them
             progress.line(f"warning: {workdir}/report.html not written ({type(error).__name__}: {error}); "
                           f"python -m recon.report --workdir {workdir} writes it")

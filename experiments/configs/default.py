@@ -13,6 +13,7 @@ def get_config():
     c.seed = 0
     c.batch_size = 200  # minibatches of 200 particles (Sec. 3.2)
     c.max_table_elements = 0  # bounds particles per matrix product (chunk) in a minibatch; 0: CPU 6e6, GPU 2e8
+    c.devices = 1  # data parallelism: split each minibatch's particles over this many devices (0: all; recon/step.py)
     c.remat = True  # recompute chunks in the backward pass (memory) rather than store them (speed)
     c.num_heldout = 100  # held-out particles for RREMSE (App. C); at most 10% of the data
     c.particle_radius_angstrom = 0.0  # 0: 40% of the box

@@ -1,0 +1,55 @@
+"""Data parallelism (recon/step.py): the particles of a minibatch split over several devices give the same
+objective, gradient, per-particle results and evaluations as one device, to float32 tolerance, exhaustive and
+importance-sampled; and a whole run with --config.devices=2 (50 particles a minibatch) ends at the map of the one-device run. CPU devices are
+forced with XLA_FLAGS (fixed when JAX starts, hence subprocesses)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from recon.io import mrc
+from tests.conftest import REPO
+from tests.test_reconstruct import OVERRIDES, dataset_dir, finished_run  # noqa: F401  (fixtures)
+
+FORCED = "--xla_force_host_platform_device_count=4"
+
+
+def _env():
+    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + FORCED).strip())
+
+
+def test_split_minibatch_equals_one_device():
+    result = subprocess.run([sys.executable, "-m", "tests.devices_check", "4"], cwd=REPO, env=_env(),
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out.pop("grad_sharding_replicated") and out.pop("result_replicated")
+    for key, relative in out.items():
+        assert relative < 2e-5, (key, relative)
+
+
+def test_two_device_run_ends_at_the_one_device_map(finished_run, dataset_dir, tmp_path):  # noqa: F811
+    workdir = tmp_path / "two"
+    cmd = [sys.executable, "-m", "recon.reconstruct", "--particles", str(dataset_dir / "particles.star"),
+           "--workdir", str(workdir), "--config", str(REPO / "experiments/configs/tiny.py"), "--quiet", *OVERRIDES,
+           "--config.devices=2"]
+    result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    two, _ = mrc.read_map(workdir / "final.mrc")
+    one, _ = mrc.read_map(finished_run / "final.mrc")
+    # Sums in another order: float32 rounding, amplified a little by 60 steps and their line searches.
+    assert np.max(np.abs(two - one)) < 1e-3 * np.max(np.abs(one))
+    assert np.corrcoef(two.ravel(), one.ravel())[0, 1] > 0.99999
+
+
+def test_batch_not_divisible_by_devices_is_one_line(dataset_dir, tmp_path):  # noqa: F811
+    cmd = [sys.executable, "-m", "recon.reconstruct", "--particles", str(dataset_dir / "particles.star"),
+           "--workdir", str(tmp_path / "three"), "--config", str(REPO / "experiments/configs/tiny.py"), "--quiet",
+           *OVERRIDES, "--config.devices=3"]
+    result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "not a multiple of the 3 devices" in result.stderr
+    assert not (tmp_path / "three").exists()
