@@ -1,12 +1,14 @@
 """The paper's Figs. 5, 9, 10, 11 and the s0 / optimiser ablations, each from one figure config.
 
-    python experiments/paper_figures.py --config experiments/configs/fig9_groel64.py \
+    python experiments/paper_figures.py --config experiments/configs/fig9.py \
         --particles data/groel64/particles.star --truth data/groel64/ground_truth.mrc --workdir runs/fig9
 
 A figure config (``experiments/configs/fig*.py``, ``ablation_*.py``) is a reconstruction config plus
 ``figure.kind`` and ``figure.runs``: a list of ``label:method:override,override,...`` entries (method ``sagd``,
-``projection_matching`` or ``em``; overrides ``key=value`` on the config). Each run goes to ``WORKDIR/LABEL`` (a
-normal run folder, so an interrupted figure resumes), then the figure is drawn:
+``projection_matching`` or ``em``; overrides ``key=value`` on the config). Each run goes to a normal run folder
+under ``WORKDIR`` named for what it computes (``sagd``, ``sagd__prior.kind=uniform``, ``em``; see
+``run_folder_name``), so an interrupted figure resumes and figures run into the same ``WORKDIR`` share their
+common runs (the default SAGD run serves Figs. 5, 9, 10, 11 and both ablations); then the figure is drawn:
 
 - ``snapshots`` (Fig. 5): the map at ``figure.snapshot_minutes`` of the one run: isosurface and central slice.
 - ``compare`` (Fig. 9 and the ablations): FSC 0.5 against ``--truth`` (after alignment) against wall time for
@@ -61,6 +63,22 @@ def parse_run(entry: str) -> tuple[str, str, dict]:
     return label, method, overrides
 
 
+def _typed(old, value: str):
+    return type(old)(value) if not isinstance(old, bool) else value.lower() in ("1", "true", "yes")
+
+
+def _node(config, key: str):
+    *path, last = key.split(".")
+    node = config
+    for p in path:
+        if p not in node:
+            raise InputError(f"figure run override {key!r}: the config has no section {p!r}")
+        node = node[p]
+    if last not in node:
+        raise InputError(f"figure run override {key!r}: the config has no field {last!r}")
+    return node, last
+
+
 def configured(config, overrides: dict):
     """A copy of the reconstruction config (without ``figure``) with the overrides applied (typed like the
     field they replace)."""
@@ -68,13 +86,22 @@ def configured(config, overrides: dict):
     with c.unlocked():
         del c["figure"]
     for key, value in overrides.items():
-        node = c
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        old = node[last]
-        node[last] = type(old)(value) if not isinstance(old, bool) else value.lower() in ("1", "true", "yes")
+        node, last = _node(c, key)
+        node[last] = _typed(node[last], value)
     return c
+
+
+def run_folder_name(config, method: str, overrides: dict) -> str:
+    """The folder of a run, named by what it computes rather than by the figure that asks for it: the method plus
+    the overrides that change the base config (``sagd``, ``sagd__prior.kind=uniform``). Figures that need the same
+    run (Figs. 5, 9 and 11 and the ablations all contain the default SAGD run) share one folder in ``--workdir``."""
+    changed = []
+    for key, value in sorted(overrides.items()):
+        node, last = _node(config, key)
+        if _typed(node[last], value) != node[last]:
+            changed.append(f"{key}={value}")
+    name = "__".join([method] + changed)
+    return "".join(ch if ch.isalnum() or ch in "._=-" else "_" for ch in name)
 
 
 def run_all(config, dataset, workdir: str) -> dict:
@@ -82,28 +109,32 @@ def run_all(config, dataset, workdir: str) -> dict:
     for entry in config.figure.runs:
         label, method, overrides = parse_run(entry)
         c = configured(config, overrides)
-        folder = os.path.join(workdir, label)
+        folder = os.path.join(workdir, run_folder_name(config, method, overrides))
         if method == "sagd":
             training.run(c, dataset, folder, quiet=FLAGS.quiet)
-        else:
+        elif method in ("projection_matching", "em"):
             if not os.path.exists(os.path.join(folder, "final.mrc")):
                 baselines.run(method, c, dataset, folder, quiet=FLAGS.quiet)
+        else:
+            raise InputError(f"figure run {entry!r}: unknown method {method!r} (sagd, projection_matching, em)")
         runs[label] = {"folder": folder, "method": method, "overrides": overrides}
     return runs
 
 
-def _snapshots(folder: str):
-    """(seconds, path) of a run's map snapshots, with the final map last."""
+def _snapshots(folder: str, with_iterations: bool = False):
+    """(seconds, path) of a run's map snapshots, with the final map last (``with_iterations``: (seconds, path,
+    iteration))."""
     records = report.read_metrics(folder)
     seconds = {r["iteration"]: r["seconds"] for r in records if "iteration" in r}
     out = []
     for path in sorted(glob.glob(os.path.join(folder, "maps", "iter_*.mrc"))):
         it = int(os.path.basename(path)[5:13])
         if it in seconds:
-            out.append((seconds[it], path))
+            out.append((seconds[it], path, it))
     if os.path.exists(os.path.join(folder, "final.mrc")) and seconds:
-        out.append((seconds[max(seconds)], os.path.join(folder, "final.mrc")))
-    return out
+        last = max(seconds)
+        out.append((seconds[last], os.path.join(folder, "final.mrc"), last))
+    return out if with_iterations else [(s, p) for s, p, _ in out]
 
 
 def _plt():
@@ -121,14 +152,14 @@ def draw_compare(config, runs: dict, truth_path: str | None):
     numbers = {}
     truth = mrc.read_map(truth_path)[0] if truth_path else None
     for (label, run), sax in zip(runs.items(), slice_axes):
-        snaps = _snapshots(run["folder"])
+        snaps = _snapshots(run["folder"], with_iterations=True)
         picked = snaps[:: max(1, len(snaps) // FLAGS.max_points)] + snaps[-1:] if snaps else []
-        curve = []
+        curve = []  # (seconds, resolution, iteration)
         if truth is not None:
-            for seconds, path in dict.fromkeys(picked):
+            for seconds, path, iteration in dict.fromkeys(picked):
                 vol, pixel = mrc.read_map(path)
-                curve.append((seconds, metrics.evaluate_maps(vol, truth, pixel)[0]["fsc_0.5_angstrom"]))
-            ax.plot([s / 60 for s, _ in curve], [r for _, r in curve], "o-", ms=3, label=label)
+                curve.append((seconds, metrics.evaluate_maps(vol, truth, pixel)[0]["fsc_0.5_angstrom"], iteration))
+            ax.plot([c[0] / 60 for c in curve], [c[1] for c in curve], "o-", ms=3, label=label)
         final, _ = mrc.read_map(os.path.join(run["folder"], "final.mrc"))
         sax.imshow(final[final.shape[0] // 2], cmap="gray", origin="lower")
         sax.set_title(label, fontsize=9)
@@ -136,7 +167,9 @@ def draw_compare(config, runs: dict, truth_path: str | None):
         held = [r["heldout_rremse"] for r in report.read_metrics(run["folder"]) if "heldout_rremse" in r]
         numbers[label] = {"method": run["method"], "overrides": run["overrides"],
                           "minutes": round(snaps[-1][0] / 60, 2) if snaps else None,
-                          "fsc_0.5_against_time": [(round(s / 60, 2), round(r, 2)) for s, r in curve],
+                          "fsc_0.5_against_time": [(round(c[0] / 60, 2), round(c[1], 2)) for c in curve],
+                          "fsc_0.5_against_iteration": [(c[2], round(c[1], 2)) for c in curve],
+                          "iterations": snaps[-1][2] if snaps else None,
                           "final_fsc_0.5_angstrom": round(curve[-1][1], 2) if curve else None,
                           "final_heldout_rremse": held[-1] if held else None}
     if truth is not None:
@@ -236,6 +269,8 @@ def main(argv):
         fig, numbers = draw_summary(config, runs, dataset)
     else:
         raise InputError(f"unknown figure.kind {kind!r} (compare, slices, snapshots, summary)")
+    for label, run in runs.items():
+        numbers.setdefault(label, {})["run_folder"] = os.path.basename(run["folder"])
     name = config.figure.name
     png = os.path.join(FLAGS.workdir, f"{name}.png")
     fig.savefig(png, dpi=110, bbox_inches="tight")

@@ -1,5 +1,6 @@
 """Every figure config's tiny variant runs end to end through experiments/paper_figures.py and writes its figure
-(a PNG and a JSON naming every run)."""
+(a PNG and a JSON naming every run). The figures share one work folder, as the README's commands do, so the default
+SAGD run is computed once (by Fig. 5) and reused by the others."""
 
 import json
 import os
@@ -10,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO
 
-FIGURES = ["fig5", "fig9", "fig10", "fig11", "ablation_s0", "ablation_optimizer"]
+FIGURES = ["fig5", "fig9", "fig10", "fig11", "ablation_s0", "ablation_optimizer", "symmetry_c7"]
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +22,14 @@ def tiny_data(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def figure_workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("figures")
+
+
 @pytest.mark.parametrize("name", FIGURES)
-def test_figure_tiny_variant_end_to_end(name, tiny_data, tmp_path):
+def test_figure_tiny_variant_end_to_end(name, tiny_data, figure_workdir):
+    tmp_path = figure_workdir
     sys.path.insert(0, str(REPO))
     import importlib
     config = importlib.import_module(f"experiments.configs.{name}").get_config("tiny")
@@ -37,8 +44,32 @@ def test_figure_tiny_variant_end_to_end(name, tiny_data, tmp_path):
     record = json.loads((tmp_path / f"{figure}.json").read_text())
     labels = [entry.split(":")[0] for entry in config.figure.runs]
     assert sorted(record["runs"]) == sorted(labels)
-    for label in labels:
-        assert (tmp_path / label / "final.mrc").exists()
+    folders = {label: record["runs"][label]["run_folder"] for label in labels}
+    for label, folder in folders.items():
+        assert (tmp_path / folder / "final.mrc").exists()
+    # Runs are stored by what they compute: distinct settings get distinct folders, the default run is shared.
+    overrides = {label: entry.split(":", 2)[2] if entry.count(":") >= 2 else ""
+                 for label, entry in zip(labels, config.figure.runs)}
+    assert len(set(folders.values())) == len(set((e.split(":")[1], overrides[lbl]) for lbl, e
+                                                 in zip(labels, config.figure.runs)))
+    if name != "fig5":
+        assert "sagd" in os.listdir(tmp_path)  # made by fig5, reused
     if config.figure.kind == "compare":
         for label in labels:
             assert record["runs"][label]["final_fsc_0.5_angstrom"] > 16.0  # above Nyquist of 8 A/px
+
+
+def test_run_folders_named_by_what_they_compute():
+    sys.path.insert(0, str(REPO))
+    from experiments import paper_figures
+    from experiments.configs import fig10
+
+    config = fig10.get_config("tiny")
+    assert config.prior.kind == "exponential"  # the base config's prior, so this override changes nothing
+    assert paper_figures.run_folder_name(config, "sagd", {"prior.kind": "exponential"}) == "sagd"
+    assert paper_figures.run_folder_name(config, "sagd", {"prior.kind": "car"}) == "sagd__prior.kind=car"
+    assert paper_figures.run_folder_name(config, "em", {"sampling.s0": "10"}) == "em"  # 10 == 10.0
+    assert paper_figures.run_folder_name(config, "sagd", {"sampling.s0": "3", "prior.kind": "car"}) == \
+        "sagd__prior.kind=car__sampling.s0=3"
+    with pytest.raises(Exception, match="no field"):
+        paper_figures.run_folder_name(config, "sagd", {"prior.knd": "car"})

@@ -1,7 +1,7 @@
 """Ablation of the optimiser: SAGD (the paper's) against SGD with Nesterov momentum and Adam (optax).
 
 Command:  python experiments/paper_figures.py --config experiments/configs/ablation_optimizer.py \
-              --particles data/groel64/particles.star --truth data/groel64/ground_truth.mrc --workdir runs/abl_opt \
+              --particles data/groel64/particles.star --truth data/groel64/ground_truth.mrc --workdir runs/figures \
               --out experiments/results
           (tiny variant: --config experiments/configs/ablation_optimizer.py:tiny, run by the test suite)
 Machine, time, result: not yet run at full size; experiments/README.md holds the results table.

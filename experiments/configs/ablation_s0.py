@@ -1,7 +1,7 @@
 """Ablation of the sample-size factor s0 (samples = s0 x ESS of the proposal): FSC against time per s0.
 
 Command:  python experiments/paper_figures.py --config experiments/configs/ablation_s0.py \
-              --particles data/groel64/particles.star --truth data/groel64/ground_truth.mrc --workdir runs/abl_s0 \
+              --particles data/groel64/particles.star --truth data/groel64/ground_truth.mrc --workdir runs/figures \
               --out experiments/results
           (tiny variant: --config experiments/configs/ablation_s0.py:tiny, run by the test suite)
 Machine, time, result: not yet run at full size; experiments/README.md holds the results table.

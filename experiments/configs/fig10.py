@@ -1,7 +1,7 @@
 """Fig. 10: the three priors on the same data (uniform, CAR, exponential): central slices side by side.
 
 Command:  python experiments/paper_figures.py --config experiments/configs/fig10.py \
-              --particles data/groel64/particles.star --workdir runs/fig10 --out experiments/results
+              --particles data/groel64/particles.star --workdir runs/figures --out experiments/results
           (tiny variant: --config experiments/configs/fig10.py:tiny, run by the test suite)
 Machine, time, result: not yet run at full size; experiments/README.md holds the results table.
 """

@@ -2,7 +2,7 @@
 0.99, 0.96 and 0.98 on its three datasets).
 
 Command:  python experiments/paper_figures.py --config experiments/configs/fig11.py \
-              --particles data/groel64/particles.star --workdir runs/fig11 --out experiments/results
+              --particles data/groel64/particles.star --workdir runs/figures --out experiments/results
           (tiny variant: --config experiments/configs/fig11.py:tiny, run by the test suite)
 Machine, time, result: not yet run at full size; experiments/README.md holds the results table.
 """

@@ -1,7 +1,7 @@
 """Fig. 5: the map from a random start, then after increasing compute (isosurface and central slice).
 
 Command:  python experiments/paper_figures.py --config experiments/configs/fig5.py \
-              --particles data/groel64/particles.star --workdir runs/fig5 --out experiments/results
+              --particles data/groel64/particles.star --workdir runs/figures --out experiments/results
           (tiny variant: --config experiments/configs/fig5.py:tiny, run by the test suite)
 Machine, time, result: not yet run at full size; experiments/README.md holds the results table.
 """
@@ -11,6 +11,6 @@ from experiments.configs import figures
 
 def get_config(size=""):
     c = figures.base(size)
-    minutes = [0, 1, 3, 10, 30] if size != "tiny" else [0, 0.05, 0.2]
+    minutes = [0, 1, 3, 10, 20] if size != "tiny" else [0, 0.05, 0.2]
     return figures.with_figure(c, f"fig5_snapshots_{size or 'groel64'}", "Fig. 5: from a random start (SAGD + IS)",
                                "snapshots", ["sagd:sagd:"], snapshot_minutes=minutes)

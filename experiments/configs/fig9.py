@@ -1,8 +1,8 @@
 """Fig. 9: SAGD with importance sampling against the two baselines, iterative projection matching and batch EM
-(RELION-style), from the same random start, with the same wall-time budget (stop.max_minutes, 30 min at 64 px).
+(RELION-style), from the same random start, with the same wall-time budget (stop.max_minutes, 20 min at 64 px on a 2-core CPU).
 
 Command:  python experiments/paper_figures.py --config experiments/configs/fig9.py \
-              --particles data/groel64/particles.star --truth data/groel64/ground_truth.mrc --workdir runs/fig9 \
+              --particles data/groel64/particles.star --truth data/groel64/ground_truth.mrc --workdir runs/figures \
               --out experiments/results
           (tiny variant: --config experiments/configs/fig9.py:tiny, run by the test suite)
 Target:   SAGD + IS reaches FSC 0.5 <= 15 A against the truth; the baselines do not, or need several times the time.

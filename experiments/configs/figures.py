@@ -13,7 +13,9 @@ from experiments.configs import groel64_is, tiny
 
 def base(size: str):
     if size in ("", "groel64"):
-        return groel64_is.get_config()
+        c = groel64_is.get_config()
+        c.stop.max_minutes = 20.0  # every run of every figure: the same wall-time budget (2-core CPU)
+        return c
     if size == "tiny":
         c = tiny.get_config()
         c.schedule.iterations_per_level = 5
