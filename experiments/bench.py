@@ -1,0 +1,216 @@
+"""Benchmark harness (issue 6): one command, one JSON with the machine's description, saved under
+experiments/results/bench_NAME.json and printed.
+
+    python experiments/bench.py --particles data/groel64/particles.star --map data/groel64/ground_truth.mrc \
+        [--config experiments/configs/groel64_is.py] [--run runs/figures/sagd --truth data/groel64/ground_truth.mrc]
+        [--name cpu_2core]
+
+Measures
+- ``matmul_gflops``: the float32 matrix-multiply rate of the default device (2048 x 2048, jitted);
+- per resolution level of the config's schedule, one minibatch (``batch_size`` particles) of the data at the map
+  ``--map``: the exhaustive gradient's time, its matrix-product FLOPs and their rate as a fraction of the matmul
+  rate, particles per second; and the importance-sampled gradient's time and particles per second, with the
+  proposals built from that level's exact marginals (the sampler state a particle has after a visit) and the
+  fraction of the quadrature they evaluate;
+- with ``--run`` (a finished run folder) and ``--truth``: the wall time at which the run's snapshots first reach
+  FSC 0.5 against the truth at 30, 20, 15 and 10 A (aligned; ``null`` when never), and the run's peak memory;
+- with ``--scaling 1,2,4``: one minibatch gradient split over that many devices (data parallelism);
+- ``peak_rss_mb`` of this process.
+
+On a GPU the same command runs in a few minutes (each level compiles in 20-40 s); see README "Benchmarks".
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from experiments.engine_benchmark import RESULTS, machine, matmul_rate  # noqa: E402
+
+THRESHOLDS_ANGSTROM = (30.0, 20.0, 15.0, 10.0)
+
+
+def load_config(path: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def timed(fn, *args):
+    """(seconds of the second call, compile seconds, output) of a jitted function."""
+    t = time.time()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.time() - t
+    jax.block_until_ready(compiled(*args))
+    t = time.time()
+    out = jax.block_until_ready(compiled(*args))
+    return time.time() - t, compile_s, out
+
+
+def levels(config, particles: str, map_path: str, peak_gflops: float, max_levels: int) -> list[dict]:
+    from recon import likelihood, sampling, training
+    from recon import step as step_lib
+    from recon.data import open_dataset
+    from recon.io import metadata, mrc
+
+    ds = open_dataset(metadata.read_particles(particles, config.pixel_size_angstrom or None),
+                      config.particle_radius_angstrom or None, config.invert_contrast)
+    volume = jnp.asarray(mrc.read_map(map_path)[0], jnp.float32)
+    if volume.shape[0] != ds.box_size:
+        raise SystemExit(f"error: {map_path}: box {volume.shape[0]} differs from the particles' {ds.box_size}")
+    plan = training.make_plan(config, ds)
+    pixel = ds.pixel_size_angstrom
+    batch_size = plan.batches.shape[1]
+    batch = training.make_batch(ds, plan.batches[0], 0)
+    limits = likelihood.chunk_limits(jax.default_backend(), config.max_table_elements)
+    caps = training.sampler_capacities(config)
+    rows = []
+    for level, resolution in enumerate(plan.resolutions[:max_levels or None]):
+        rule = training.level_quadrature(plan, level)
+        grid = likelihood.make_grid(ds.box_size, pixel, rule, 1.0 / resolution)
+        chunk = likelihood.auto_chunk_size(batch_size, grid, limits.table_elements, limits.matrix_rows)
+        sampler = sampling.make_level_sampler(rule, training.sampler_settings(config), caps)
+        s_chunk = likelihood.sampled_chunk_size(batch_size, sampler.capacities, grid.freqs.shape[0],
+                                                limits.sampled_elements)
+        fns = step_lib.make_step_functions(grid, pixel, config.prior.kind, 1.0, len(plan.batches), chunk,
+                                           config.optimizer.kind, None, config.remat, config.likelihood_kernel,
+                                           s_chunk, config.likelihood_oversampling)
+        seconds, compile_s, ((_, result), _) = timed(fns.gradient, volume, batch)
+        n_k = grid.freqs.shape[0]
+        passes = 3 if config.remat else 2  # forward (+ recomputation) + backward matrix products
+        flops = 2.0 * len(rule.inplane_degrees) * len(rule.shifts_angstrom) * 2 * n_k * len(rule.directions) \
+            * batch_size * passes
+        row = {"level": level, "resolution_angstrom": float(resolution), "poses_per_particle": int(rule.size),
+               "directions": len(rule.directions), "inplane": len(rule.inplane_degrees),
+               "shifts": len(rule.shifts_angstrom), "frequencies_half_plane": int(n_k),
+               "exhaustive": {"seconds_per_minibatch": seconds, "compile_seconds": compile_s,
+                              "particles_per_second": batch_size / seconds, "matmul_gflop": flops / 1e9,
+                              "fraction_of_matmul_rate": flops / seconds / 1e9 / peak_gflops}}
+        # The state a particle has after an exact visit at this level, previous visit late enough in the run for
+        # the annealing (alpha, T) to be at its floor: the steady state of Sec. 3.3.
+        state = sampling.init_state(batch_size, caps)
+        old = tuple(sampling.FactorState(*(jnp.asarray(a) for a in getattr(state, f))) for f in sampling.FACTORS)
+        new, _ = jax.jit(sampler.record_exhaustive)(result, old)
+        keys = training.particle_keys(config.seed, 0, 1, jnp.arange(batch_size, dtype=jnp.int32))
+        samples, stats = jax.jit(sampler.propose)(new, jnp.full((batch_size,), 10_000, jnp.int32), keys)
+        count = np.prod([np.asarray(stats[f"{f}_count"], np.float64) for f in sampling.FACTORS], axis=0)
+        s_seconds, s_compile, _ = timed(fns.gradient_sampled, volume, batch, samples)
+        row["importance_sampled"] = {"seconds_per_minibatch": s_seconds, "compile_seconds": s_compile,
+                                     "particles_per_second": batch_size / s_seconds,
+                                     "fraction_evaluated": float(np.mean(count / rule.size)),
+                                     "speedup_over_exhaustive": seconds / s_seconds}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def scaling(config, particles: str, map_path: str, counts: list[int], level: int) -> list[dict]:
+    """Seconds per minibatch gradient (exhaustive, level ``level``) with the minibatch split over 1, 2, ...
+    devices (recon/step.py's data parallelism)."""
+    from recon import likelihood, training
+    from recon import step as step_lib
+    from recon.data import open_dataset
+    from recon.io import metadata, mrc
+
+    ds = open_dataset(metadata.read_particles(particles, config.pixel_size_angstrom or None),
+                      config.particle_radius_angstrom or None, config.invert_contrast)
+    plan = training.make_plan(config, ds)
+    resolution = plan.resolutions[level]
+    rule = training.level_quadrature(plan, level)
+    grid = likelihood.make_grid(ds.box_size, ds.pixel_size_angstrom, rule, 1.0 / resolution)
+    limits = likelihood.chunk_limits(jax.default_backend(), config.max_table_elements)
+    batch_size = plan.batches.shape[1]
+    volume = jnp.asarray(mrc.read_map(map_path)[0], jnp.float32)
+    batch = training.make_batch(ds, plan.batches[0], 0)
+    rows = []
+    for n in counts:
+        mesh = step_lib.make_mesh(n)
+        chunk = likelihood.auto_chunk_size(batch_size // n, grid, limits.table_elements, limits.matrix_rows)
+        fns = step_lib.make_step_functions(grid, ds.pixel_size_angstrom, config.prior.kind, 1.0, len(plan.batches),
+                                           chunk, remat=config.remat, kernel=config.likelihood_kernel,
+                                           oversampling=config.likelihood_oversampling, mesh=mesh)
+        placed, _ = step_lib.place_batch(batch, mesh)
+        seconds, compile_s, _ = timed(fns.gradient, step_lib.replicate(volume, mesh), placed)
+        rows.append({"devices": n, "resolution_angstrom": float(resolution), "seconds_per_minibatch": seconds,
+                     "compile_seconds": compile_s, "particles_per_second": batch_size / seconds})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def time_to_resolution(run: str, truth_path: str, max_points: int) -> dict:
+    from recon import metrics, report
+    from recon.io import mrc
+
+    truth, pixel = mrc.read_map(truth_path)
+    records = report.read_metrics(run)
+    seconds = {r["iteration"]: r["seconds"] for r in records if "iteration" in r}
+    maps = sorted(glob.glob(os.path.join(run, "maps", "iter_*.mrc")))
+    maps = [m for m in maps if int(os.path.basename(m)[5:13]) in seconds]
+    picked = maps[::max(1, len(maps) // max_points)] + maps[-1:]
+    points = []
+    for path in dict.fromkeys(picked):
+        it = int(os.path.basename(path)[5:13])
+        result = metrics.evaluate_maps(mrc.read_map(path)[0], truth, pixel)[0]
+        points.append({"iteration": it, "seconds": seconds[it], "fsc_0.5_angstrom": result["fsc_0.5_angstrom"]})
+        print(json.dumps(points[-1]), flush=True)
+    reached = {}
+    for threshold in THRESHOLDS_ANGSTROM:
+        hits = [p["seconds"] for p in points if p["fsc_0.5_angstrom"] <= threshold]
+        reached[f"{threshold:g}"] = min(hits) if hits else None
+    return {"run": run, "seconds_to_fsc_0.5": reached, "points": points,
+            "run_peak_rss_mb": max((r.get("peak_rss_mb", 0) for r in records), default=None)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--particles", required=True)
+    parser.add_argument("--map", required=True, help="map at which to evaluate the gradients (e.g. the truth)")
+    parser.add_argument("--config", default="experiments/configs/groel64_is.py")
+    parser.add_argument("--run", help="a finished run folder, for the time to 30/20/15/10 A")
+    parser.add_argument("--truth", help="ground-truth map for --run")
+    parser.add_argument("--max_points", type=int, default=12)
+    parser.add_argument("--max_levels", type=int, default=0, help="0: all levels of the schedule")
+    parser.add_argument("--name", default=None, help="results/bench_NAME.json (default: the JAX backend)")
+    parser.add_argument("--scaling", default="", help="e.g. 1,2,4: also time one minibatch gradient split over "
+                        "that many devices (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=4)")
+    parser.add_argument("--scaling_level", type=int, default=0)
+    parser.add_argument("--out", default=RESULTS, help="folder for bench_NAME.json")
+    args = parser.parse_args()
+    config = load_config(args.config)
+    start = time.time()
+    peak = matmul_rate()
+    record = {"machine": machine(), "config": args.config, "particles": args.particles, "map": args.map,
+              "matmul_gflops": peak, "levels": levels(config, args.particles, args.map, peak, args.max_levels)}
+    if args.scaling:
+        record["scaling"] = scaling(config, args.particles, args.map, [int(n) for n in args.scaling.split(",")],
+                                    args.scaling_level)
+    if args.run:
+        if not args.truth:
+            raise SystemExit("error: --run needs --truth")
+        record["time_to_resolution"] = time_to_resolution(args.run, args.truth, args.max_points)
+    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    record["bench_seconds"] = time.time() - start
+    name = args.name or jax.default_backend()
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"bench_{name}.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    print(json.dumps({k: v for k, v in record.items() if k != "levels"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
