@@ -423,7 +423,15 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                       f"{dataset.box_size} px at {pixel:.3g} A/px, {n_batches} minibatches of {batch_size}; "
                       f"levels {', '.join(f'{r:.1f}' for r in plan.resolutions)} A")
 
+    def ensure_finite_map():
+        """Before any map or checkpoint is written (not every step: the next objective would catch it too)."""
+        if not bool(all_finite(opt_state.volume)):
+            raise fail(ckpt_dir, f"the map became NaN or infinite at iteration {int(opt_state.iteration) - 1}; "
+                                 "stopped, the last checkpoint here is intact (try a smaller "
+                                 "--config.optimizer.lipschitz_init or prior.scale)")
+
     def save_checkpoint():
+        ensure_finite_map()
         meta = {k: getattr(host, k) for k in ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done")}
         meta["best_rremse"] = meta["best_rremse"] if math.isfinite(meta["best_rremse"]) else 1e300
         if writer:
@@ -545,10 +553,6 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         controls = step_lib.Controls(epsilon=jnp.asarray(schedules.step_size(iteration), jnp.float32),
                                      lipschitz=jnp.asarray(lipschitz, jnp.float32))
         opt_state = lv.update_fn(opt_state, jnp.asarray(slot, jnp.int32), data_grad, prior_grad, controls)
-        if not bool(all_finite(opt_state.volume)):  # before any map or checkpoint of it is written
-            raise fail(ckpt_dir, f"the map became NaN or infinite at iteration {iteration}; stopped, the last "
-                                 "checkpoint here is intact (try a smaller --config.optimizer.lipschitz_init or "
-                                 "prior.scale)")
         out_best = np.asarray(result.best)
         host.best_pose[indices[real]] = out_best[real]
         host.best_level[indices[real]] = level
@@ -595,6 +599,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                           f"held-out {host.last_rremse:.4f}  {poses}  {rate:6.1f} particles/s  "
                           f"elapsed {format_seconds(host.elapsed)}  left ~{format_seconds(eta)}")
         if writer and schedules.due(iteration, config.output.save_map_every):
+            ensure_finite_map()
             mrc.write_map(os.path.join(workdir, "maps", f"iter_{iteration:08d}.mrc"), np.asarray(opt_state.volume),
                           pixel)
         if (schedules.due(iteration, config.output.checkpoint_every)
@@ -615,6 +620,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                 best, _ = lv.evaluate_rows(row, iteration, 2, opt_state.volume)
                 host.best_pose[row[row >= 0]] = best
                 host.best_level[row[row >= 0]] = level
+        ensure_finite_map()
         if writer:
             mrc.write_map(os.path.join(workdir, "final.mrc"), volume, pixel)
             write_poses(os.path.join(workdir, "poses.star"), dataset, plan, host)
