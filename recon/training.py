@@ -385,7 +385,6 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         if not typical > 0:
             raise fail(workdir, "the start volume has no positive density inside the particle radius")
     symmetric = len(plan.symmetry_matrices) > 1
-    symmetrise = jax.jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices))
     all_finite = jax.jit(lambda v: jnp.all(jnp.isfinite(v)))
     strength = prior_strength(config, typical)
     use_sagd = config.optimizer.kind == "sagd"
@@ -422,6 +421,12 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         progress.line(f"{len(dataset)} particles ({len(plan.train)} train, {len(plan.heldout)} held out), "
                       f"{dataset.box_size} px at {pixel:.3g} A/px, {n_batches} minibatches of {batch_size}; "
                       f"levels {', '.join(f'{r:.1f}' for r in plan.resolutions)} A")
+
+    def output_map(volume):
+        """The map as written (snapshots, final.mrc): symmetrised over every frequency when a symmetry is imposed
+        (the gradients are symmetrised within each level's band only, so the map's highest frequencies may not
+        be)."""
+        return np.asarray(symmetry.symmetrise(volume, plan.symmetry_matrices) if symmetric else volume)
 
     def ensure_finite_map():
         """Before any map or checkpoint is written (not every step: the next objective would catch it too)."""
@@ -482,6 +487,9 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
             scatter_factors(host.sampler, safe_rows, new, real_rows)
             host.sampler.last_visit[rows[real_rows]] = at_iteration
             return np.asarray(res.best)[real_rows], np.asarray(res.expected_residual)[real_rows]
+        # The data gradient lives within the level's band (plus the kernels' spread): symmetrise that band only.
+        band = min(0.5, pixel / float(plan.resolutions[level]) + 2.0 / dataset.box_size)
+        symmetrise_fn = jax.jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices, band))
         prior_fn = jax.jit(lambda v: (priors.energy(v, config.prior.kind, strength) / n_batches,
                                       step_lib.prior_gradient_share(v, config.prior.kind, strength, n_batches)))
         points_per_particle = rule.size
@@ -534,7 +542,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
             new_factors, kl = lv.record_exhaustive_fn(result, old_factors)
             batch_objective = lambda v: lv.objective_fn(v, batch)  # noqa: E731
         if symmetric:  # the gradient of the full-sphere objective at a symmetric map (recon/symmetry.py)
-            data_grad = symmetrise(data_grad)
+            data_grad = lv.symmetrise_fn(data_grad)
         prior_value, prior_grad = lv.prior_fn(volume)
         objective = float(data_value + prior_value)
         if not math.isfinite(objective):
@@ -600,14 +608,14 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                           f"elapsed {format_seconds(host.elapsed)}  left ~{format_seconds(eta)}")
         if writer and schedules.due(iteration, config.output.save_map_every):
             ensure_finite_map()
-            mrc.write_map(os.path.join(workdir, "maps", f"iter_{iteration:08d}.mrc"), np.asarray(opt_state.volume),
+            mrc.write_map(os.path.join(workdir, "maps", f"iter_{iteration:08d}.mrc"), output_map(opt_state.volume),
                           pixel)
         if (schedules.due(iteration, config.output.checkpoint_every)
                 or time.time() - last_checkpoint > 60 * config.output.checkpoint_minutes):
             save_checkpoint()
             last_checkpoint = time.time()
 
-    volume = np.asarray(opt_state.volume)
+    volume = output_map(opt_state.volume)
     if not host.done:
         if config.output.final_pose_pass:
             level = schedules.level_at(max(iteration - 1, 0), levels, per_level)
