@@ -8,7 +8,8 @@ experiments/results/bench_NAME.json and printed.
 Measures
 - ``matmul_gflops``: the float32 matrix-multiply rate of the default device (2048 x 2048, jitted);
 - per resolution level of the config's schedule, one minibatch (``batch_size`` particles) of the data at the map
-  ``--map``: the exhaustive gradient's time, its matrix-product FLOPs and their rate as a fraction of the matmul
+  ``--map``: the exhaustive gradient's time (up to ``--max_exhaustive_poses`` poses per particle; above, estimated
+  from its FLOPs at the last timed level's fraction of the matmul rate), its matrix-product FLOPs and their rate as a fraction of the matmul
   rate, particles per second; and the importance-sampled gradient's time and particles per second, with the
   proposals built from that level's exact marginals (the sampler state a particle has after a visit) and the
   fraction of the quadrature they evaluate;
@@ -23,7 +24,6 @@ On a GPU the same command runs in a few minutes (each level compiles in 20-40 s)
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import resource
@@ -62,7 +62,12 @@ def timed(fn, *args):
     return time.time() - t, compile_s, out
 
 
-def levels(config, particles: str, map_path: str, peak_gflops: float, max_levels: int) -> list[dict]:
+def levels(config, particles: str, map_path: str, peak_gflops: float, max_levels: int,
+           max_exhaustive_poses: float) -> list[dict]:
+    """One row per level. The exhaustive gradient is timed where a particle has at most ``max_exhaustive_poses``
+    poses (above that, training never takes it: importance sampling has started, and on a 2-core CPU with 24 GB
+    the gradient's stored intermediates need tens of GB); its time there is estimated from the FLOPs at the
+    last timed level's fraction of the matmul rate. The importance-sampled gradient is timed at every level."""
     from recon import likelihood, sampling, training
     from recon import step as step_lib
     from recon.data import open_dataset
@@ -80,6 +85,7 @@ def levels(config, particles: str, map_path: str, peak_gflops: float, max_levels
     limits = likelihood.chunk_limits(jax.default_backend(), config.max_table_elements)
     caps = training.sampler_capacities(config)
     rows = []
+    fraction = None  # of the matmul rate, at the last timed level
     for level, resolution in enumerate(plan.resolutions[:max_levels or None]):
         rule = training.level_quadrature(plan, level)
         grid = likelihood.make_grid(ds.box_size, pixel, rule, 1.0 / resolution)
@@ -90,17 +96,27 @@ def levels(config, particles: str, map_path: str, peak_gflops: float, max_levels
         fns = step_lib.make_step_functions(grid, pixel, config.prior.kind, 1.0, len(plan.batches), chunk,
                                            config.optimizer.kind, None, config.remat, config.likelihood_kernel,
                                            s_chunk, config.likelihood_oversampling)
-        seconds, compile_s, ((_, result), _) = timed(fns.gradient, volume, batch)
         n_k = grid.freqs.shape[0]
         passes = 3 if config.remat else 2  # forward (+ recomputation) + backward matrix products
         flops = 2.0 * len(rule.inplane_degrees) * len(rule.shifts_angstrom) * 2 * n_k * len(rule.directions) \
             * batch_size * passes
         row = {"level": level, "resolution_angstrom": float(resolution), "poses_per_particle": int(rule.size),
                "directions": len(rule.directions), "inplane": len(rule.inplane_degrees),
-               "shifts": len(rule.shifts_angstrom), "frequencies_half_plane": int(n_k),
-               "exhaustive": {"seconds_per_minibatch": seconds, "compile_seconds": compile_s,
-                              "particles_per_second": batch_size / seconds, "matmul_gflop": flops / 1e9,
-                              "fraction_of_matmul_rate": flops / seconds / 1e9 / peak_gflops}}
+               "shifts": len(rule.shifts_angstrom), "frequencies_half_plane": int(n_k)}
+        if rule.size <= max_exhaustive_poses or fraction is None:
+            seconds, compile_s, ((_, result), _) = timed(fns.gradient, volume, batch)
+            fraction = flops / seconds / 1e9 / peak_gflops
+            row["exhaustive"] = {"seconds_per_minibatch": seconds, "compile_seconds": compile_s,
+                                 "particles_per_second": batch_size / seconds, "matmul_gflop": flops / 1e9,
+                                 "fraction_of_matmul_rate": fraction}
+        else:
+            result = jax.jit(fns.evaluate)(volume, batch.images, batch.ctf)  # exact marginals, no gradient
+            seconds = flops / 1e9 / (fraction * peak_gflops)
+            row["exhaustive"] = {"estimated": True, "seconds_per_minibatch": seconds,
+                                 "particles_per_second": batch_size / seconds, "matmul_gflop": flops / 1e9,
+                                 "fraction_of_matmul_rate": fraction,
+                                 "note": f"not timed: {rule.size} poses per particle > --max_exhaustive_poses; "
+                                         "FLOPs at the last timed level's fraction of the matmul rate"}
         # The state a particle has after an exact visit at this level, previous visit late enough in the run for
         # the annealing (alpha, T) to be at its floor: the steady state of Sec. 3.3.
         state = sampling.init_state(batch_size, caps)
@@ -153,27 +169,16 @@ def scaling(config, particles: str, map_path: str, counts: list[int], level: int
 
 
 def time_to_resolution(run: str, truth_path: str, max_points: int) -> dict:
-    from recon import metrics, report
+    from recon import report
     from recon.io import mrc
 
-    truth, pixel = mrc.read_map(truth_path)
-    records = report.read_metrics(run)
-    seconds = {r["iteration"]: r["seconds"] for r in records if "iteration" in r}
-    maps = sorted(glob.glob(os.path.join(run, "maps", "iter_*.mrc")))
-    maps = [m for m in maps if int(os.path.basename(m)[5:13]) in seconds]
-    picked = maps[::max(1, len(maps) // max_points)] + maps[-1:]
-    points = []
-    for path in dict.fromkeys(picked):
-        it = int(os.path.basename(path)[5:13])
-        result = metrics.evaluate_maps(mrc.read_map(path)[0], truth, pixel)[0]
-        points.append({"iteration": it, "seconds": seconds[it], "fsc_0.5_angstrom": result["fsc_0.5_angstrom"]})
-        print(json.dumps(points[-1]), flush=True)
+    points = report.resolution_curve(run, mrc.read_map(truth_path)[0], max_points, log=print)
     reached = {}
     for threshold in THRESHOLDS_ANGSTROM:
         hits = [p["seconds"] for p in points if p["fsc_0.5_angstrom"] <= threshold]
         reached[f"{threshold:g}"] = min(hits) if hits else None
     return {"run": run, "seconds_to_fsc_0.5": reached, "points": points,
-            "run_peak_rss_mb": max((r.get("peak_rss_mb", 0) for r in records), default=None)}
+            "run_peak_rss_mb": max((r.get("peak_rss_mb", 0) for r in report.read_metrics(run)), default=None)}
 
 
 def main():
@@ -185,6 +190,8 @@ def main():
     parser.add_argument("--truth", help="ground-truth map for --run")
     parser.add_argument("--max_points", type=int, default=12)
     parser.add_argument("--max_levels", type=int, default=0, help="0: all levels of the schedule")
+    parser.add_argument("--max_exhaustive_poses", type=float, default=6e6,
+                        help="time the exhaustive gradient only up to this many poses per particle (above: estimated)")
     parser.add_argument("--name", default=None, help="results/bench_NAME.json (default: the JAX backend)")
     parser.add_argument("--scaling", default="", help="e.g. 1,2,4: also time one minibatch gradient split over "
                         "that many devices (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=4)")
@@ -195,7 +202,8 @@ def main():
     start = time.time()
     peak = matmul_rate()
     record = {"machine": machine(), "config": args.config, "particles": args.particles, "map": args.map,
-              "matmul_gflops": peak, "levels": levels(config, args.particles, args.map, peak, args.max_levels)}
+              "matmul_gflops": peak, "levels": levels(config, args.particles, args.map, peak, args.max_levels,
+                                                                   args.max_exhaustive_poses)}
     if args.scaling:
         record["scaling"] = scaling(config, args.particles, args.map, [int(n) for n in args.scaling.split(",")],
                                     args.scaling_level)
