@@ -109,28 +109,14 @@ def unpack_snapshots(folder: str, pixel: float) -> str:
 
 
 def curve(args):
-    from recon import metrics
+    from recon import report
     from recon.io import mrc
 
     truth, pixel = mrc.read_map(args.truth)
     if args.snapshots:
         args.workdir = unpack_snapshots(args.snapshots, pixel)
-    records = [json.loads(line) for line in open(os.path.join(args.workdir, "metrics.jsonl"))]
-    seconds = {r["iteration"]: r["seconds"] for r in records}
-    points = []
-    maps = sorted(glob.glob(os.path.join(args.workdir, "maps", "iter_*.mrc")))
-    maps = maps[::max(1, len(maps) // args.max_points)] + ([os.path.join(args.workdir, "final.mrc")]
-                                                        if os.path.exists(os.path.join(args.workdir, "final.mrc"))
-                                                        else [])
-    for path in maps:
-        vol, _ = mrc.read_map(path)
-        it = int(os.path.basename(path)[5:13]) if "iter_" in path else max(seconds)
-        result = metrics.evaluate_maps(vol, truth, pixel)[0]
-        points.append({"map": os.path.basename(path), "iteration": it, "seconds": seconds.get(it),
-                       "fsc_0.5_angstrom": result["fsc_0.5_angstrom"],
-                       "fsc_0.143_angstrom": result["fsc_0.143_angstrom"], "hand": result["hand"]})
-        print(json.dumps(points[-1]), flush=True)
-    peak = max(r.get("peak_rss_mb", 0) for r in records)
+    points = report.resolution_curve(args.workdir, truth, args.max_points, log=lambda line: print(line, flush=True))
+    peak = max((r.get("peak_rss_mb", 0) for r in report.read_metrics(args.workdir)), default=None)
     return {"machine": machine(), "workdir": args.workdir, "points": points, "peak_rss_mb": peak}
 
 

@@ -22,7 +22,6 @@ JSON. ``--out`` also copies both (e.g. to experiments/results/).
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import platform
@@ -35,7 +34,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from recon import baselines, metrics, report, training  # noqa: E402
+from recon import baselines, report, training  # noqa: E402
 from recon.data import open_dataset  # noqa: E402
 from recon.errors import InputError, user_errors_exit  # noqa: E402
 from recon.io import metadata, mrc  # noqa: E402
@@ -121,22 +120,6 @@ def run_all(config, dataset, workdir: str) -> dict:
     return runs
 
 
-def _snapshots(folder: str, with_iterations: bool = False):
-    """(seconds, path) of a run's map snapshots, with the final map last (``with_iterations``: (seconds, path,
-    iteration))."""
-    records = report.read_metrics(folder)
-    seconds = {r["iteration"]: r["seconds"] for r in records if "iteration" in r}
-    out = []
-    for path in sorted(glob.glob(os.path.join(folder, "maps", "iter_*.mrc"))):
-        it = int(os.path.basename(path)[5:13])
-        if it in seconds:
-            out.append((seconds[it], path, it))
-    if os.path.exists(os.path.join(folder, "final.mrc")) and seconds:
-        last = max(seconds)
-        out.append((seconds[last], os.path.join(folder, "final.mrc"), last))
-    return out if with_iterations else [(s, p) for s, p, _ in out]
-
-
 def _plt():
     import matplotlib
 
@@ -152,13 +135,11 @@ def draw_compare(config, runs: dict, truth_path: str | None):
     numbers = {}
     truth = mrc.read_map(truth_path)[0] if truth_path else None
     for (label, run), sax in zip(runs.items(), slice_axes):
-        snaps = _snapshots(run["folder"], with_iterations=True)
-        picked = snaps[:: max(1, len(snaps) // FLAGS.max_points)] + snaps[-1:] if snaps else []
+        snaps = report.run_snapshots(run["folder"])
         curve = []  # (seconds, resolution, iteration)
         if truth is not None:
-            for seconds, path, iteration in dict.fromkeys(picked):
-                vol, pixel = mrc.read_map(path)
-                curve.append((seconds, metrics.evaluate_maps(vol, truth, pixel)[0]["fsc_0.5_angstrom"], iteration))
+            curve = [(p["seconds"], p["fsc_0.5_angstrom"], p["iteration"])
+                     for p in report.resolution_curve(run["folder"], truth, FLAGS.max_points)]
             ax.plot([c[0] / 60 for c in curve], [c[1] for c in curve], "o-", ms=3, label=label)
         final, _ = mrc.read_map(os.path.join(run["folder"], "final.mrc"))
         sax.imshow(final[final.shape[0] // 2], cmap="gray", origin="lower")
@@ -203,7 +184,7 @@ def draw_slices(config, runs: dict):
 def draw_snapshots(config, runs: dict):
     plt = _plt()
     (label, run), = runs.items()
-    snaps = _snapshots(run["folder"])
+    snaps = [(seconds, path) for seconds, path, _ in report.run_snapshots(run["folder"])]
     initial = os.path.join(run["folder"], "maps", "initial.mrc")
     wanted = list(config.figure.snapshot_minutes)
     chosen = []

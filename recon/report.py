@@ -58,6 +58,41 @@ def read_metrics(workdir: str) -> list[dict]:
     return records
 
 
+def run_snapshots(workdir: str) -> list[tuple[float, str, int]]:
+    """``(seconds, path, iteration)`` of a run's map snapshots that ``metrics.jsonl`` times, in order, with
+    ``final.mrc`` last (at the last recorded iteration) when it exists."""
+    import glob
+
+    seconds = {r["iteration"]: r["seconds"] for r in read_metrics(workdir) if "iteration" in r}
+    out = []
+    for path in sorted(glob.glob(os.path.join(workdir, "maps", "iter_*.mrc"))):
+        iteration = int(os.path.basename(path)[5:13])
+        if iteration in seconds:
+            out.append((seconds[iteration], path, iteration))
+    if os.path.exists(os.path.join(workdir, "final.mrc")) and seconds:
+        last = max(seconds)
+        out.append((seconds[last], os.path.join(workdir, "final.mrc"), last))
+    return out
+
+
+def resolution_curve(workdir: str, truth: np.ndarray, max_points: int, log=None) -> list[dict]:
+    """FSC against ``truth`` (after alignment over rotations, shifts and hands) of about ``max_points`` of the
+    run's snapshots, evenly spaced, the last one always: a list of ``{map, iteration, seconds, fsc_0.5_angstrom,
+    fsc_0.143_angstrom, hand}``. ``log`` (e.g. ``print``) gets each point as it is computed."""
+    snaps = run_snapshots(workdir)
+    picked = list(dict.fromkeys(snaps[:: max(1, len(snaps) // max(1, max_points))] + snaps[-1:]))
+    points = []
+    for seconds, path, iteration in picked:
+        volume, pixel = mrc.read_map(path)
+        result = metrics.evaluate_maps(volume, truth, pixel)[0]
+        points.append({"map": os.path.basename(path), "iteration": iteration, "seconds": seconds,
+                       "fsc_0.5_angstrom": result["fsc_0.5_angstrom"],
+                       "fsc_0.143_angstrom": result["fsc_0.143_angstrom"], "hand": result["hand"]})
+        if log is not None:
+            log(json.dumps(points[-1]))
+    return points
+
+
 def isosurface_views(volume: np.ndarray, threshold: float) -> list[np.ndarray]:
     """Shaded first-hit renderings of the surface ``volume >= threshold`` seen along -z, -y and -x: for each ray
     the depth of the first voxel above the threshold, lit by the normal estimated from the depth map (Lambert).
