@@ -385,6 +385,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         if not typical > 0:
             raise fail(workdir, "the start volume has no positive density inside the particle radius")
     symmetric = len(plan.symmetry_matrices) > 1
+    symmetrise_full = jax.jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices))
     all_finite = jax.jit(lambda v: jnp.all(jnp.isfinite(v)))
     strength = prior_strength(config, typical)
     use_sagd = config.optimizer.kind == "sagd"
@@ -426,7 +427,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         """The map as written (snapshots, final.mrc): symmetrised over every frequency when a symmetry is imposed
         (the gradients are symmetrised within each level's band only, so the map's highest frequencies may not
         be)."""
-        return np.asarray(symmetry.symmetrise(volume, plan.symmetry_matrices) if symmetric else volume)
+        return np.asarray(symmetrise_full(volume) if symmetric else volume)
 
     def ensure_finite_map():
         """Before any map or checkpoint is written (not every step: the next objective would catch it too)."""
