@@ -167,12 +167,10 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
                                  out_specs=rep)(volume, batch, samples)
 
         def split_evaluation(fn):
-            def run(volume, images, ctf, samples=None):
-                if samples is None:
-                    return jax.shard_map(lambda v, i, c: gather(fn(v, i, c)), mesh=mesh, check_vma=False,
-                                         in_specs=(rep, split, split), out_specs=rep)(volume, images, ctf)
-                return jax.shard_map(lambda v, i, c, s: gather(fn(v, i, c, s)), mesh=mesh, check_vma=False,
-                                     in_specs=(rep, split, split, split), out_specs=rep)(volume, images, ctf, samples)
+            def run(volume, *per_particle):  # images, ctf[, samples]: split along the particles
+                return jax.shard_map(lambda v, *p: gather(fn(v, *p)), mesh=mesh, check_vma=False,
+                                     in_specs=(rep,) + (split,) * len(per_particle), out_specs=rep)(volume,
+                                                                                                   *per_particle)
             return run
 
         evaluate = split_evaluation(log_marginals)

@@ -616,7 +616,6 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
             save_checkpoint()
             last_checkpoint = time.time()
 
-    volume = output_map(opt_state.volume)
     if not host.done:
         if config.output.final_pose_pass:
             level = schedules.level_at(max(iteration - 1, 0), levels, per_level)
@@ -631,7 +630,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                 host.best_level[row[row >= 0]] = level
         ensure_finite_map()
         if writer:
-            mrc.write_map(os.path.join(workdir, "final.mrc"), volume, pixel)
+            mrc.write_map(os.path.join(workdir, "final.mrc"), output_map(opt_state.volume), pixel)
             write_poses(os.path.join(workdir, "poses.star"), dataset, plan, host)
         host.done = True
         save_checkpoint()
