@@ -12,6 +12,8 @@ schedules' scalars are traced arguments (changing them never recompiles).
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, NamedTuple
 
 import jax
@@ -82,7 +84,9 @@ def particle_sharding(mesh):
 
 def _put(array, sharding):
     """A global array with ``sharding`` from a value every process holds whole (each process fills the shards of
-    its own devices, so this works under ``jax.distributed`` too)."""
+    its own devices, so this works under ``jax.distributed`` too); an array already placed so is returned as it is."""
+    if isinstance(array, jax.Array) and array.sharding.is_equivalent_to(sharding, array.ndim):
+        return array
     host = np.asarray(jax.device_get(array))
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
@@ -105,6 +109,16 @@ def replicate(tree, mesh):
         return tree
     replicated = particle_sharding(mesh)[1]
     return jax.tree_util.tree_map(lambda a: _put(a, replicated), tree)
+
+
+def replicated_jit(mesh):
+    """``jax.jit`` whose outputs are replicated on ``mesh`` (plain ``jax.jit`` without a mesh). Under
+    ``jax.distributed`` an output that XLA chose to shard spans other processes' devices and cannot be read on the
+    host; replicated, every process holds it whole."""
+    if mesh is None:
+        return jax.jit
+    replicated = particle_sharding(mesh)[1]
+    return functools.partial(jax.jit, out_shardings=replicated)
 
 
 def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior_strength: float,
@@ -181,14 +195,16 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
 
     if optimizer == "sagd":
 
-        def update(state: sagd.SAGDState, batch_index, data_grad, prior_grad_share, controls: Controls):
+        def update(state: sagd.SAGDState, batch_index, data_grad, prior_grad_share, controls: Controls,
+                   old_grad=None):
             return sagd.update(state, batch_index, data_grad, prior_grad_share, controls.epsilon,
-                               controls.lipschitz)
+                               controls.lipschitz, old_grad)
 
     else:
 
-        def update(state: OptaxState, batch_index, data_grad, prior_grad_share, controls: Controls):
-            del batch_index, controls
+        def update(state: OptaxState, batch_index, data_grad, prior_grad_share, controls: Controls,
+                   old_grad=None):
+            del batch_index, controls, old_grad
             grad = data_grad + prior_grad_share
             updates, opt_state = optax_transform.update(grad, state.opt_state, state.volume)
             volume = jnp.maximum(optax.apply_updates(state.volume, updates), 0.0)

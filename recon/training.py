@@ -385,13 +385,15 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         if not typical > 0:
             raise fail(workdir, "the start volume has no positive density inside the particle radius")
     symmetric = len(plan.symmetry_matrices) > 1
-    symmetrise_full = jax.jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices))
-    all_finite = jax.jit(lambda v: jnp.all(jnp.isfinite(v)))
+    jit = step_lib.replicated_jit(mesh)  # every output readable by every process (jax.distributed)
+    symmetrise_full = jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices))
+    all_finite = jit(lambda v: jnp.all(jnp.isfinite(v)))
     strength = prior_strength(config, typical)
     use_sagd = config.optimizer.kind == "sagd"
     if config.optimizer.line_search not in ("step", "minibatch"):
         raise InputError(f"unknown optimizer.line_search {config.optimizer.line_search!r} (step, minibatch)")
-    sagd_direction = jax.jit(sagd.direction)
+    sagd_direction = jit(sagd.direction)
+    stored_gradient = jit(sagd.stored_gradient)  # before the donated update: see sagd.stored_gradient
     transform = None if use_sagd else make_optax(config)
     if use_sagd:
         grad_dtype = jnp.bfloat16 if config.optimizer.stored_grad_dtype == "bfloat16" else jnp.float32
@@ -456,17 +458,17 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                                            config.optimizer.kind, transform, config.remat,
                                            config.likelihood_kernel, s_chunk, config.likelihood_oversampling,
                                            mesh)
-        gradient_fn = jax.jit(fns.gradient)
-        objective_fn = jax.jit(fns.objective)
-        gradient_sampled_fn = jax.jit(fns.gradient_sampled)
-        objective_sampled_fn = jax.jit(fns.objective_sampled)
-        update_fn = jax.jit(fns.update, donate_argnums=0)
-        evaluate = jax.jit(fns.evaluate)
-        evaluate_sampled = jax.jit(fns.evaluate_sampled)
-        propose_fn = jax.jit(lambda f, lv, it, idx, stream: level_sampler.propose(
+        gradient_fn = jit(fns.gradient)
+        objective_fn = jit(fns.objective)
+        gradient_sampled_fn = jit(fns.gradient_sampled)
+        objective_sampled_fn = jit(fns.objective_sampled)
+        update_fn = jit(fns.update, donate_argnums=0)
+        evaluate = jit(fns.evaluate)
+        evaluate_sampled = jit(fns.evaluate_sampled)
+        propose_fn = jit(lambda f, lv, it, idx, stream: level_sampler.propose(
             f, lv, particle_keys(config.seed, stream, it, idx)), static_argnums=4)
-        record_sampled_fn = jax.jit(level_sampler.record_sampled)
-        record_exhaustive_fn = jax.jit(level_sampler.record_exhaustive)
+        record_sampled_fn = jit(level_sampler.record_sampled)
+        record_exhaustive_fn = jit(level_sampler.record_exhaustive)
         eval_multiple = math.lcm(chunk, s_chunk) * n_devices
 
         def evaluate_rows(rows, at_iteration, stream, volume):
@@ -490,8 +492,8 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
             return np.asarray(res.best)[real_rows], np.asarray(res.expected_residual)[real_rows]
         # The data gradient lives within the level's band (plus the kernels' spread): symmetrise that band only.
         band = min(0.5, pixel / float(plan.resolutions[level]) + 2.0 / dataset.box_size)
-        symmetrise_fn = jax.jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices, band))
-        prior_fn = jax.jit(lambda v: (priors.energy(v, config.prior.kind, strength) / n_batches,
+        symmetrise_fn = jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices, band))
+        prior_fn = jit(lambda v: (priors.energy(v, config.prior.kind, strength) / n_batches,
                                       step_lib.prior_gradient_share(v, config.prior.kind, strength, n_batches)))
         points_per_particle = rule.size
         progress.line(f"level {level + 1}/{levels}: {plan.resolutions[level]:.1f} A, "
@@ -551,9 +553,10 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                                  "checkpoint here is intact (try a smaller --config.optimizer.lipschitz_init or "
                                  "prior.scale)")
         lipschitz = float(opt_state.lipschitz) if use_sagd else 0.0
+        old_grad = stored_gradient(opt_state, jnp.asarray(slot, jnp.int32)) if use_sagd else None
         if use_sagd:
             if schedules.line_search_due(iteration, per_level, config.optimizer.line_search_every):
-                along = (sagd_direction(opt_state, jnp.asarray(slot, jnp.int32), data_grad, prior_grad)
+                along = (sagd_direction(opt_state, jnp.asarray(slot, jnp.int32), data_grad, prior_grad, old_grad)
                          if config.optimizer.line_search == "step" else None)
                 lipschitz = step_lib.line_search(batch_objective, volume, objective, data_grad + prior_grad,
                                                  lipschitz, direction=along)
@@ -561,7 +564,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                 lipschitz *= schedules.lipschitz_decay(config.optimizer.lipschitz_halving_iterations)
         controls = step_lib.Controls(epsilon=jnp.asarray(schedules.step_size(iteration), jnp.float32),
                                      lipschitz=jnp.asarray(lipschitz, jnp.float32))
-        opt_state = lv.update_fn(opt_state, jnp.asarray(slot, jnp.int32), data_grad, prior_grad, controls)
+        opt_state = lv.update_fn(opt_state, jnp.asarray(slot, jnp.int32), data_grad, prior_grad, controls, old_grad)
         out_best = np.asarray(result.best)
         host.best_pose[indices[real]] = out_best[real]
         host.best_level[indices[real]] = level

@@ -113,3 +113,22 @@ def test_direction_is_the_direction_the_update_moves_along():
     np.testing.assert_allclose(np.asarray(d), (np.array([1.0, 2, 3, 4]) + np.array([4.0, 0, -2, 1])) / 2 + 0.5)
     moved = sagd.update(state, 0, fresh, prior, 1.0, 4.0)
     np.testing.assert_allclose(np.asarray(state.volume - moved.volume), np.asarray(d) / 4.0, rtol=1e-6)
+
+
+def test_the_donated_update_overwrites_the_stored_gradients_in_place_without_a_copy():
+    """The step reads the old gradient in a separate call (sagd.stored_gradient): XLA then updates the donated
+    stored gradients in place; the whole array is never copied (a copy of n maps is the dominant memory term)."""
+    n, shape = 16, (12, 12, 12)
+    state = sagd.init(jnp.ones(shape), n, 1.0)
+    state = sagd.update(state, 3, jnp.full(shape, 2.0), jnp.zeros(shape), 1.0, 1.0)
+    update = jax.jit(sagd.update, donate_argnums=0)
+    k, g = jnp.asarray(3, jnp.int32), jnp.full(shape, 5.0)
+    old = jax.jit(sagd.stored_gradient)(state, k)
+    hlo = update.lower(state, k, g, jnp.zeros(shape), 1.0, 1.0, old).compile().as_text()
+    whole = f"f32[{n},{shape[0]},{shape[1]},{shape[2]}]"
+    assert not [line for line in hlo.splitlines() if " copy(" in line and whole in line.split("=")[1][:40]]
+    pointer = state.stored_grads.unsafe_buffer_pointer()
+    new = update(state, k, g, jnp.zeros(shape), 1.0, 1.0, old)
+    assert new.stored_grads.unsafe_buffer_pointer() == pointer
+    np.testing.assert_allclose(np.asarray(new.grad_sum), 5.0)  # 2 replaced by 5 at slot 3, the only one seen
+    np.testing.assert_allclose(np.asarray(new.stored_grads[3]), 5.0)
