@@ -27,9 +27,12 @@ flags.DEFINE_string("data_dir", None, "Extra folder in which to look for the par
 flags.DEFINE_enum("method", "sagd", ["sagd", "projection_matching", "em"],
                   "sagd: the paper's method (default); projection_matching or em: the baselines of Fig. 9.")
 flags.DEFINE_bool("quiet", False, "No progress lines on the terminal (they still go to WORKDIR/run.log).")
-flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() first (coordinator, process "
-                  "count and id from the cluster, e.g. SLURM, or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
-                  "JAX_PROCESS_ID); run the same command on every host, with --config.devices=0.")
+flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() first; run the same command "
+                  "on every host, with --config.devices=0. The coordinator, process count and id come from the "
+                  "flags below where given, else from the cluster (SLURM, Open MPI, ...; JAX's auto-detection).")
+flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0's coordinator.")
+flags.DEFINE_integer("num_processes", None, "With --distributed: the number of processes.")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's id, 0 .. num_processes - 1.")
 config_flags.DEFINE_config_file("config", os.path.join(REPO, "experiments", "configs", "default.py"),
                                 "Reconstruction config (ml_collections).")
 
@@ -43,7 +46,7 @@ def main(argv):
     if FLAGS.distributed:
         import jax
 
-        jax.distributed.initialize()
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     meta = metadata.read_particles(FLAGS.particles, config.pixel_size_angstrom or None, FLAGS.data_dir)
     dataset = open_dataset(meta, config.particle_radius_angstrom or None, config.invert_contrast)
     if FLAGS.method != "sagd":
