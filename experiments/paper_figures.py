@@ -13,7 +13,8 @@ common runs (the default SAGD run serves Figs. 5, 9, 10, 11 and both ablations);
 - ``snapshots`` (Fig. 5): the map at ``figure.snapshot_minutes`` of the one run: isosurface and central slice.
 - ``compare`` (Fig. 9 and the ablations): FSC 0.5 against ``--truth`` (after alignment) against wall time for
   every run, and each run's final central slice.
-- ``slices`` (Fig. 10): each run's final central slices side by side.
+- ``slices`` (Fig. 10): each run's final central slices side by side (aligned to the truth and with its FSC when
+  ``--truth`` is given).
 - ``summary`` (Fig. 11): sample particles, isosurface and slices of the final map, with its held-out RREMSE.
 
 Writes ``WORKDIR/NAME.png`` and ``WORKDIR/NAME.json`` (the plotted numbers, commands and machine) and prints the
@@ -34,7 +35,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from recon import baselines, report, training  # noqa: E402
+from recon import baselines, metrics, report, training  # noqa: E402
 from recon.data import open_dataset  # noqa: E402
 from recon.errors import InputError, user_errors_exit  # noqa: E402
 from recon.io import metadata, mrc  # noqa: E402
@@ -164,20 +165,36 @@ def draw_compare(config, runs: dict, truth_path: str | None):
     return fig, numbers
 
 
-def draw_slices(config, runs: dict):
+def draw_slices(config, runs: dict, truth_path: str | None):
+    """Each run's final central slices side by side; with the truth, each map aligned to it first (a map from a
+    random start comes out in an arbitrary orientation and hand), its FSC against it recorded, and the truth's
+    slices drawn in the last column."""
     plt = _plt()
-    fig, axes = plt.subplots(3, len(runs), figsize=(2.8 * len(runs), 8), squeeze=False)
+    truth, pixel = mrc.read_map(truth_path) if truth_path else (None, None)
+    columns = len(runs) + (truth is not None)
+    fig, axes = plt.subplots(3, columns, figsize=(2.8 * columns, 8), squeeze=False)
     numbers = {}
-    for col, (label, run) in enumerate(runs.items()):
+    maps = {}
+    for label, run in runs.items():
         final, _ = mrc.read_map(os.path.join(run["folder"], "final.mrc"))
-        c = final.shape[0] // 2
-        for row, img in enumerate((final[c], final[:, c], final[:, :, c])):
-            axes[row, col].imshow(img, cmap="gray", origin="lower")
-            axes[row, col].axis("off")
-        axes[0, col].set_title(label, fontsize=10)
         held = [r["heldout_rremse"] for r in report.read_metrics(run["folder"]) if "heldout_rremse" in r]
         numbers[label] = {"overrides": run["overrides"], "final_heldout_rremse": held[-1] if held else None}
-    fig.suptitle(config.figure.title)
+        if truth is not None:
+            result, _, final = metrics.evaluate_maps(final, truth, pixel)
+            numbers[label].update({"fsc_0.5_angstrom": round(result["fsc_0.5_angstrom"], 2),
+                                   "fsc_0.143_angstrom": round(result["fsc_0.143_angstrom"], 2)})
+        maps[label] = final
+    if truth is not None:
+        maps["truth"] = truth
+    for col, (label, volume) in enumerate(maps.items()):
+        c = volume.shape[0] // 2
+        for row, img in enumerate((volume[c], volume[:, c], volume[:, :, c])):
+            axes[row, col].imshow(img, cmap="gray", origin="lower")
+            axes[row, col].axis("off")
+        title = label if "fsc_0.5_angstrom" not in numbers.get(label, {}) else \
+            f"{label}\nFSC 0.5 {numbers[label]['fsc_0.5_angstrom']:.1f} Å"
+        axes[0, col].set_title(title, fontsize=10)
+    fig.suptitle(config.figure.title + (" (aligned to the truth)" if truth is not None else ""))
     return fig, numbers
 
 
@@ -243,7 +260,7 @@ def main(argv):
     if kind == "compare":
         fig, numbers = draw_compare(config, runs, FLAGS.truth)
     elif kind == "slices":
-        fig, numbers = draw_slices(config, runs)
+        fig, numbers = draw_slices(config, runs, FLAGS.truth)
     elif kind == "snapshots":
         fig, numbers = draw_snapshots(config, runs)
     elif kind == "summary":
