@@ -494,7 +494,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         band = min(0.5, pixel / float(plan.resolutions[level]) + 2.0 / dataset.box_size)
         symmetrise_fn = jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices, band))
         prior_fn = jit(lambda v: (priors.energy(v, config.prior.kind, strength) / n_batches,
-                                      step_lib.prior_gradient_share(v, config.prior.kind, strength, n_batches)))
+                                  step_lib.prior_gradient_share(v, config.prior.kind, strength, n_batches)))
         points_per_particle = rule.size
         progress.line(f"level {level + 1}/{levels}: {plan.resolutions[level]:.1f} A, "
                       f"{len(rule.directions)} directions x {len(rule.inplane_degrees)} in-plane x "
@@ -553,10 +553,11 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                                  "checkpoint here is intact (try a smaller --config.optimizer.lipschitz_init or "
                                  "prior.scale)")
         lipschitz = float(opt_state.lipschitz) if use_sagd else 0.0
-        old_grad = stored_gradient(opt_state, jnp.asarray(slot, jnp.int32)) if use_sagd else None
+        slot_index = jnp.asarray(slot, jnp.int32)
+        old_grad = stored_gradient(opt_state, slot_index) if use_sagd else None
         if use_sagd:
             if schedules.line_search_due(iteration, per_level, config.optimizer.line_search_every):
-                along = (sagd_direction(opt_state, jnp.asarray(slot, jnp.int32), data_grad, prior_grad, old_grad)
+                along = (sagd_direction(opt_state, slot_index, data_grad, prior_grad, old_grad)
                          if config.optimizer.line_search == "step" else None)
                 lipschitz = step_lib.line_search(batch_objective, volume, objective, data_grad + prior_grad,
                                                  lipschitz, direction=along)
@@ -564,7 +565,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                 lipschitz *= schedules.lipschitz_decay(config.optimizer.lipschitz_halving_iterations)
         controls = step_lib.Controls(epsilon=jnp.asarray(schedules.step_size(iteration), jnp.float32),
                                      lipschitz=jnp.asarray(lipschitz, jnp.float32))
-        opt_state = lv.update_fn(opt_state, jnp.asarray(slot, jnp.int32), data_grad, prior_grad, controls, old_grad)
+        opt_state = lv.update_fn(opt_state, slot_index, data_grad, prior_grad, controls, old_grad)
         out_best = np.asarray(result.best)
         host.best_pose[indices[real]] = out_best[real]
         host.best_level[indices[real]] = level
