@@ -8,7 +8,7 @@ A figure config (``experiments/configs/fig*.py``, ``ablation_*.py``) is a recons
 ``projection_matching`` or ``em``; overrides ``key=value`` on the config). Each run goes to a normal run folder
 under ``WORKDIR`` named for what it computes (``sagd``, ``sagd__prior.kind=uniform``, ``em``; see
 ``run_folder_name``), so an interrupted figure resumes and figures run into the same ``WORKDIR`` share their
-common runs (the default SAGD run serves Figs. 5, 9, 10, 11 and both ablations); then the figure is drawn:
+common runs (the default SAGD run serves Figs. 5, 9, 10, 11 and the s0 ablation); then the figure is drawn:
 
 - ``snapshots`` (Fig. 5): the map at ``figure.snapshot_minutes`` of the one run: isosurface and central slice.
 - ``compare`` (Fig. 9 and the ablations): FSC 0.5 against ``--truth`` (after alignment) against wall time for

@@ -26,7 +26,7 @@ BUDGET = "stop.max_minutes=0,stop.max_iterations=550"
 def get_config(size=""):
     c = figures.base(size)
     budget = "" if size == "tiny" else BUDGET
-    runs = [f"sagd:sagd:{budget}", f"sgd:sagd:{','.join(x for x in (budget, 'optimizer.kind=sgd') if x)}",
-            f"adam:sagd:{','.join(x for x in (budget, 'optimizer.kind=adam') if x)}"]
+    runs = [figures.run_entry("sagd", "sagd", budget), figures.run_entry("sgd", "sagd", budget, "optimizer.kind=sgd"),
+            figures.run_entry("adam", "sagd", budget, "optimizer.kind=adam")]
     return figures.with_figure(c, f"ablation_optimizer_{size or 'groel64'}", "Ablation: SAGD vs SGD vs Adam",
                                "compare", runs if size != "tiny" else runs[::2])

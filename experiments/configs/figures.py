@@ -37,3 +37,8 @@ def with_figure(c, name: str, title: str, kind: str, runs: list, **extra):
     for key, value in extra.items():
         c.figure[key] = value
     return c
+
+
+def run_entry(label: str, method: str, *overrides: str) -> str:
+    """A ``figure.runs`` entry, ``label:method:key=value,...``, from override groups (empty ones skipped)."""
+    return f"{label}:{method}:{','.join(o for o in overrides if o)}"

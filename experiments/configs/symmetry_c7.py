@@ -34,6 +34,7 @@ def get_config(size=""):
     fast = size == "fast"
     c = figures.base("" if fast else size)
     name = "symmetry_c7_fast_groel64" if fast else f"symmetry_c7_{size or 'groel64'}"
-    extra = FAST + "," if fast else ""
+    schedule = FAST if fast else ""
     return figures.with_figure(c, name, "C7 imposed vs C1 (GroEL-GroES)", "compare",
-                               [f"C1:sagd:{extra[:-1]}", f"C7:sagd:{extra}symmetry=C7"])
+                               [figures.run_entry("C1", "sagd", schedule),
+                                figures.run_entry("C7", "sagd", schedule, "symmetry=C7")])
