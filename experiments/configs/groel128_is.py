@@ -16,7 +16,7 @@ Schedule: 60 iterations (12,000 particles) per level over ten levels from 40 to 
           "Measured: importance sampling".
 Result:   2-core CPU (AMD EPYC, JAX 0.10.2), alone on the cores: FSC 0.5 against the truth 9.9 A after 61 min
           (iteration 625), 9.1 A at 71 min (676, stopped by hand); 30 / 20 / 15 A at 8 / 18 / 31 min; 1.3e-6 of the
-          1.5e8-point quadrature evaluated per particle at 9 A; held-out RREMSE 1.017; peak memory 9.0 GB
+          1.5e8-point quadrature evaluated per particle at 9 A; held-out RREMSE 1.017; peak memory 7.1 GB
           (experiments/results/is_curve_groel128_cpu.json).
 """
 
