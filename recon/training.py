@@ -435,8 +435,8 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         """Before any map or checkpoint is written (not every step: the next objective would catch it too)."""
         if not bool(all_finite(opt_state.volume)):
             raise fail(ckpt_dir, f"the map became NaN or infinite at iteration {int(opt_state.iteration) - 1}; "
-                                 "stopped, the last checkpoint here is intact (try a smaller "
-                                 "--config.optimizer.lipschitz_init or prior.scale)")
+                                 "stopped, the last checkpoint here is intact (try a larger "
+                                 "--config.optimizer.lipschitz_init or a smaller prior.scale)")
 
     def save_checkpoint():
         ensure_finite_map()
@@ -445,6 +445,9 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         if writer:
             checkpoint.save(ckpt_dir, int(opt_state.iteration), (opt_state, host.tree()), meta,
                             keep=config.output.keep_checkpoints)
+
+    divergence_sample = np.sort(np.random.default_rng(config.seed + 2).choice(
+        plan.train, size=min(256, len(plan.train)), replace=False))
 
     def compile_level(level):
         """The jitted functions of one level (compiled on first use) and its grid and sampler."""
@@ -496,6 +499,9 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         prior_fn = jit(lambda v: (priors.energy(v, config.prior.kind, strength) / n_batches,
                                   step_lib.prior_gradient_share(v, config.prior.kind, strength, n_batches)))
         points_per_particle = rule.size
+        # The objective per particle of an empty map (V = 0) in this band: half the images' band energy (unit noise).
+        # A sane map scores within a few times of it; far above, the optimiser has diverged.
+        empty_objective = 0.5 * band_power(dataset.images(divergence_sample), pixel, 1.0 / plan.resolutions[level])[0]
         progress.line(f"level {level + 1}/{levels}: {plan.resolutions[level]:.1f} A, "
                       f"{len(rule.directions)} directions x {len(rule.inplane_degrees)} in-plane x "
                       f"{len(rule.shifts_angstrom)} shifts, {int(np.sum(np.asarray(grid.freq_weights)))} "
@@ -550,8 +556,17 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         objective = float(data_value + prior_value)
         if not math.isfinite(objective):
             raise fail(ckpt_dir, f"the objective became {objective} at iteration {iteration}; stopped, the last "
-                                 "checkpoint here is intact (try a smaller --config.optimizer.lipschitz_init or "
-                                 "prior.scale)")
+                                 "checkpoint here is intact (try a larger --config.optimizer.lipschitz_init or "
+                                 "a smaller prior.scale)")
+        per_particle = objective / max(int(real.sum()), 1)
+        if config.stop.divergence_factor and per_particle > config.stop.divergence_factor * lv.empty_objective:
+            last = checkpoint.list_checkpoints(ckpt_dir)
+            kept = (f"the last checkpoint here ({os.path.basename(last[-1])}) is intact" if last
+                    else "before its first checkpoint")
+            raise fail(ckpt_dir, f"the run diverged at iteration {iteration}: objective {per_particle:.4g} per "
+                                 f"particle, {per_particle / lv.empty_objective:.0f} times that of an empty map "
+                                 f"({lv.empty_objective:.4g}) at {plan.resolutions[level]:.1f} A; stopped, {kept} "
+                                 "(try --config.optimizer.line_search_every=2: with few minibatches SAGD needs frequent line searches)")
         lipschitz = float(opt_state.lipschitz) if use_sagd else 0.0
         slot_index = jnp.asarray(slot, jnp.int32)
         old_grad = stored_gradient(opt_state, slot_index) if use_sagd else None

@@ -116,6 +116,30 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(small_dataset, tmp
         assert np.all(np.isfinite(mrc.read_map(path)[0])), path
 
 
+def test_divergence_stops_the_run_and_keeps_the_last_checkpoint(small_dataset, tmp_path, monkeypatch):
+    """A finite but exploding map (a step 10^4 times too long at iteration 7) is caught by its objective: far above
+    an empty map's, the run stops with one line at the next iteration, before the checkpoint of iteration 10."""
+    config = tiny.get_config()
+    config.output.checkpoint_every = 5
+    config.output.save_map_every = 5
+    config.stop.max_iterations = 20
+    real_step_size = schedules.step_size
+    monkeypatch.setattr(training.schedules, "step_size", lambda it: 1e4 if it == 7 else real_step_size(it))
+    dataset = open_dataset(metadata.read_particles(small_dataset / "particles.star"))
+    workdir = tmp_path / "run"
+    with pytest.raises(InputError, match=r"diverged at iteration 8: .* times that of an empty map .*"
+                                         r"ckpt_00000005.npz\) is intact"):
+        training.run(config, dataset, str(workdir), quiet=True)
+    names = [os.path.basename(p) for p in checkpoint.list_checkpoints(str(workdir / "checkpoints"))]
+    assert names[-1] == "ckpt_00000005.npz"
+    assert not (workdir / "final.mrc").exists()
+    # without the blow-up the same run goes past iteration 8 (the guard does not fire on a sane run)
+    monkeypatch.setattr(training.schedules, "step_size", real_step_size)
+    config.stop.max_iterations = 10
+    summary = training.run(config, dataset, str(tmp_path / "sane"), quiet=True)
+    assert summary["iterations"] == 10
+
+
 def test_unwritable_work_folder_gets_one_line(small_dataset, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -86,6 +86,20 @@ def fast(vol, images, ctfs, grid):
                                   chunk_size=len(images))
 
 
+def test_empty_map_log_marginal_is_minus_half_the_band_energy(problem):
+    """The divergence guard's reference (recon/training.py): at V = 0 every pose scores the same, minus half the
+    image's energy within the band (Parseval, unit noise), here from a plain FFT of the image."""
+    from recon import training
+
+    vol, rule, grid, images, ctfs = problem
+    result = fast(np.zeros_like(vol), images, ctfs, grid)
+    for i, image in enumerate(images):
+        energy, _ = training.band_power(image[None], PIXEL, OMEGA)
+        assert abs(-float(result.log_marginal[i]) / (0.5 * energy) - 1) < 0.02, i
+    assert abs(float(fast(vol, images, ctfs, grid).log_marginal[0]) / -(0.5 * training.band_power(
+        images[:1], PIXEL, OMEGA)[0]) - 1) > 0.05  # a map that explains the image scores otherwise
+
+
 def test_log_marginal_and_posteriors_match_brute_force(problem):
     vol, rule, grid, images, ctfs = problem
     result = fast(vol, images, ctfs, grid)

@@ -84,6 +84,7 @@ def get_config():
     c.stop.max_minutes = 0.0  # 0: no limit
     c.stop.patience = 4  # held-out evaluations without improvement at the final level
     c.stop.min_improvement = 1e-4
+    c.stop.divergence_factor = 10.0  # stop when a minibatch's objective exceeds this x an empty map's (0: never)
     c.stop.final_level_iterations = 1000  # for the ETA only
 
     c.output = ml_collections.ConfigDict()
