@@ -135,13 +135,15 @@ def draw_compare(config, runs: dict, truth_path: str | None):
     fig, (ax, *slice_axes) = plt.subplots(1, 1 + len(runs), figsize=(4.5 + 2.6 * len(runs), 3.6))
     numbers = {}
     truth = mrc.read_map(truth_path)[0] if truth_path else None
+    by_iteration = config.figure.get("x_axis", "time") == "iteration"  # both are in the JSON either way
     for (label, run), sax in zip(runs.items(), slice_axes):
         snaps = report.run_snapshots(run["folder"])
         curve = []  # (seconds, resolution, iteration)
         if truth is not None:
             curve = [(p["seconds"], p["fsc_0.5_angstrom"], p["iteration"])
                      for p in report.resolution_curve(run["folder"], truth, FLAGS.max_points)]
-            ax.plot([c[0] / 60 for c in curve], [c[1] for c in curve], "o-", ms=3, label=label)
+            x = [c[2] for c in curve] if by_iteration else [c[0] / 60 for c in curve]
+            ax.plot(x, [c[1] for c in curve], "o-", ms=3, label=label)
         final, _ = mrc.read_map(os.path.join(run["folder"], "final.mrc"))
         sax.imshow(final[final.shape[0] // 2], cmap="gray", origin="lower")
         sax.set_title(label, fontsize=9)
@@ -155,7 +157,7 @@ def draw_compare(config, runs: dict, truth_path: str | None):
                           "final_fsc_0.5_angstrom": round(curve[-1][1], 2) if curve else None,
                           "final_heldout_rremse": held[-1] if held else None}
     if truth is not None:
-        ax.set_xlabel("wall time (min)")
+        ax.set_xlabel("iteration (minibatches of 200)" if by_iteration else "wall time (min)")
         ax.set_ylabel("FSC 0.5 vs truth (Å)")
         ax.invert_yaxis()
         ax.legend(fontsize=8)
