@@ -566,7 +566,8 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
             raise fail(ckpt_dir, f"the run diverged at iteration {iteration}: objective {per_particle:.4g} per "
                                  f"particle, {per_particle / lv.empty_objective:.0f} times that of an empty map "
                                  f"({lv.empty_objective:.4g}) at {plan.resolutions[level]:.1f} A; stopped, {kept} "
-                                 "(try --config.optimizer.line_search_every=2: with few minibatches SAGD needs frequent line searches)")
+                                 "(try --config.optimizer.line_search_every=2: with few minibatches SAGD needs "
+                                 "frequent line searches)")
         lipschitz = float(opt_state.lipschitz) if use_sagd else 0.0
         slot_index = jnp.asarray(slot, jnp.int32)
         old_grad = stored_gradient(opt_state, slot_index) if use_sagd else None
