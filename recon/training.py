@@ -446,8 +446,9 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
             checkpoint.save(ckpt_dir, int(opt_state.iteration), (opt_state, host.tree()), meta,
                             keep=config.output.keep_checkpoints)
 
-    divergence_sample = np.sort(np.random.default_rng(config.seed + 2).choice(
-        plan.train, size=min(256, len(plan.train)), replace=False))
+    # Read once: every level's empty-map objective (the divergence guard's reference) comes from these images.
+    divergence_images = dataset.images(np.sort(np.random.default_rng(config.seed + 2).choice(
+        plan.train, size=min(256, len(plan.train)), replace=False)))
 
     def compile_level(level):
         """The jitted functions of one level (compiled on first use) and its grid and sampler."""
@@ -501,7 +502,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         points_per_particle = rule.size
         # The objective per particle of an empty map (V = 0) in this band: half the images' band energy (unit noise).
         # A sane map scores within a few times of it; far above, the optimiser has diverged.
-        empty_objective = 0.5 * band_power(dataset.images(divergence_sample), pixel, 1.0 / plan.resolutions[level])[0]
+        empty_objective = 0.5 * band_power(divergence_images, pixel, 1.0 / plan.resolutions[level])[0]
         progress.line(f"level {level + 1}/{levels}: {plan.resolutions[level]:.1f} A, "
                       f"{len(rule.directions)} directions x {len(rule.inplane_degrees)} in-plane x "
                       f"{len(rule.shifts_angstrom)} shifts, {int(np.sum(np.asarray(grid.freq_weights)))} "
