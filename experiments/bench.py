@@ -13,12 +13,16 @@ Measures
   rate, particles per second; and the importance-sampled gradient's time and particles per second, with the
   proposals built from that level's exact marginals (the sampler state a particle has after a visit) and the
   fraction of the quadrature they evaluate;
-- with ``--run`` (a finished run folder) and ``--truth``: the wall time at which the run's snapshots first reach
-  FSC 0.5 against the truth at 30, 20, 15 and 10 A (aligned; ``null`` when never), and the run's peak memory;
+- with ``--run`` (a finished run folder) and ``--truth``: the run's own particles per second per level, exhaustive
+  and importance-sampled minibatches apart (``run_rates``), and the wall time at which the run's snapshots first
+  reach FSC 0.5 against the truth at 30, 20, 15 and 10 A (aligned; ``null`` when never), and the run's peak memory;
 - with ``--scaling 1,2,4``: one minibatch gradient split over that many devices (data parallelism);
-- ``peak_rss_mb`` of this process.
+- ``peak_rss_mb`` of this process, and ``device_peak_memory_mb`` where the backend reports it (GPU, TPU).
 
-On a GPU the same command runs in a few minutes (each level compiles in 20-40 s); see README "Benchmarks".
+``--budget_seconds`` starts no level after that many seconds (a GPU compiles each level's two gradients in 20-40 s;
+skipped levels are listed as such). The JSON is rewritten after every level and stage, atomically, so a bench
+killed at its time limit keeps what it measured. On a GPU: ``experiments/gpu_bench.sh`` (simulation, this bench,
+a paper-sized run and its time to 30/20/15/10 A, within one 10-minute command); see README "Benchmarks".
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from experiments.engine_benchmark import RESULTS, machine, matmul_rate  # noqa: E402
+from recon import training  # noqa: E402
 
 THRESHOLDS_ANGSTROM = (30.0, 20.0, 15.0, 10.0)
 
@@ -63,11 +68,12 @@ def timed(fn, *args):
 
 
 def levels(config, particles: str, map_path: str, peak_gflops: float, max_levels: int,
-           max_exhaustive_poses: float) -> list[dict]:
+           max_exhaustive_poses: float, deadline: float = float("inf"), on_row=None) -> list[dict]:
     """One row per level. The exhaustive gradient is timed where a particle has at most ``max_exhaustive_poses``
     poses (above that, training never takes it: importance sampling has started, and on a 2-core CPU with 24 GB
     the gradient's stored intermediates need tens of GB); its time there is estimated from the FLOPs at the
-    last timed level's fraction of the matmul rate. The importance-sampled gradient is timed at every level."""
+    last timed level's fraction of the matmul rate. The importance-sampled gradient is timed at every level.
+    No level is started after ``deadline`` (``time.time()``); ``on_row(rows)`` is called after each level."""
     from recon import likelihood, sampling, training
     from recon import step as step_lib
     from recon.data import open_dataset
@@ -87,6 +93,10 @@ def levels(config, particles: str, map_path: str, peak_gflops: float, max_levels
     rows = []
     fraction = None  # of the matmul rate, at the last timed level
     for level, resolution in enumerate(plan.resolutions[:max_levels or None]):
+        if time.time() > deadline:
+            rows.append({"level": level, "resolution_angstrom": float(resolution),
+                         "skipped": "--budget_seconds spent before this level"})
+            continue
         rule = training.level_quadrature(plan, level)
         grid = likelihood.make_grid(ds.box_size, pixel, rule, 1.0 / resolution)
         chunk = likelihood.auto_chunk_size(batch_size, grid, limits.table_elements, limits.matrix_rows)
@@ -132,6 +142,8 @@ def levels(config, particles: str, map_path: str, peak_gflops: float, max_levels
                                      "speedup_over_exhaustive": seconds / s_seconds}
         print(json.dumps(row), flush=True)
         rows.append(row)
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 
@@ -177,8 +189,43 @@ def time_to_resolution(run: str, truth_path: str, max_points: int) -> dict:
     for threshold in THRESHOLDS_ANGSTROM:
         hits = [p["seconds"] for p in points if p["fsc_0.5_angstrom"] <= threshold]
         reached[f"{threshold:g}"] = min(hits) if hits else None
+    metrics = report.read_metrics(run)
     return {"run": run, "seconds_to_fsc_0.5": reached, "points": points,
-            "run_peak_rss_mb": max((r.get("peak_rss_mb", 0) for r in report.read_metrics(run)), default=None)}
+            "run_peak_rss_mb": max((r.get("peak_rss_mb", 0) for r in metrics), default=None),
+            "run_device_peak_mb": max((r["device_peak_mb"] for r in metrics if "device_peak_mb" in r), default=None)}
+
+
+def run_rates(run: str) -> list[dict]:
+    """Particles per second of a run's own minibatches, per level, exhaustive and importance-sampled apart: the
+    median over the level's iterations of that kind of ``particles / step_seconds`` (the first of each kind left
+    out: it compiles); runs from before ``step_seconds`` was logged give the logged 20-iteration average."""
+    from recon import report
+
+    by_level: dict = {}
+    for r in report.read_metrics(run):
+        if "particles_per_second" not in r or "level" not in r:
+            continue
+        rate = r["particles"] / r["step_seconds"] if r.get("step_seconds") else r["particles_per_second"]
+        entry = by_level.setdefault(r["level"], {"resolution_angstrom": r.get("resolution_angstrom")})
+        entry.setdefault("sampled" if r.get("sampled") else "exhaustive", []).append(rate)
+    rows = []
+    for level in sorted(by_level):
+        row = {"level": level, "resolution_angstrom": by_level[level]["resolution_angstrom"]}
+        for kind in ("exhaustive", "sampled"):
+            rates = by_level[level].get(kind, [])
+            if len(rates) > 1:
+                row[f"{kind}_particles_per_second"] = float(np.median(rates[1:]))
+                row[f"{kind}_iterations"] = len(rates)
+        rows.append(row)
+    return rows
+
+
+def save(record: dict, path: str) -> None:
+    """Write the record atomically (a killed bench leaves the last complete stage, never a half-written file)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, path)
 
 
 def main():
@@ -197,26 +244,42 @@ def main():
                         "that many devices (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=4)")
     parser.add_argument("--scaling_level", type=int, default=0)
     parser.add_argument("--out", default=RESULTS, help="folder for bench_NAME.json")
+    parser.add_argument("--budget_seconds", type=float, default=0.0,
+                        help="start no further level after this many seconds (0: no limit); skipped levels say so")
     args = parser.parse_args()
+    if args.run and not args.truth:
+        raise SystemExit("error: --run needs --truth")
     config = load_config(args.config)
     start = time.time()
+    name = args.name or jax.default_backend()
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"bench_{name}.json")
     peak = matmul_rate()
     record = {"machine": machine(), "config": args.config, "particles": args.particles, "map": args.map,
-              "matmul_gflops": peak, "levels": levels(config, args.particles, args.map, peak, args.max_levels,
-                                                                   args.max_exhaustive_poses)}
+              "matmul_gflops": peak, "levels": []}
+
+    def stage_done():  # the JSON is rewritten after every stage and level
+        record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        record["device_peak_memory_mb"] = training.device_peak_mb()
+        record["bench_seconds"] = time.time() - start
+        save(record, path)
+
+    def level_done(rows):
+        record["levels"] = rows
+        stage_done()
+
+    deadline = start + args.budget_seconds if args.budget_seconds > 0 else float("inf")
+    if args.run:  # first: on a time-limited machine the run's numbers matter most
+        record["run_rates"] = run_rates(args.run)
+        stage_done()
+        record["time_to_resolution"] = time_to_resolution(args.run, args.truth, args.max_points)
+        stage_done()
+    level_done(levels(config, args.particles, args.map, peak, args.max_levels, args.max_exhaustive_poses, deadline,
+                      on_row=level_done))
     if args.scaling:
         record["scaling"] = scaling(config, args.particles, args.map, [int(n) for n in args.scaling.split(",")],
                                     args.scaling_level)
-    if args.run:
-        if not args.truth:
-            raise SystemExit("error: --run needs --truth")
-        record["time_to_resolution"] = time_to_resolution(args.run, args.truth, args.max_points)
-    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    record["bench_seconds"] = time.time() - start
-    name = args.name or jax.default_backend()
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"bench_{name}.json"), "w") as f:
-        json.dump(record, f, indent=1)
+        stage_done()
     print(json.dumps({k: v for k, v in record.items() if k != "levels"}, indent=1))
 
 

@@ -211,6 +211,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def device_peak_mb() -> float | None:
+    """Peak memory in use on this process's first device (MB) where the backend reports it (GPU, TPU); ``None`` on
+    CPU, whose arrays are in the resident memory above."""
+    try:
+        stats = jax.local_devices()[0].memory_stats() or {}
+    except Exception:  # noqa: BLE001  (a backend without memory statistics)
+        return None
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 2**20
+
+
 def format_seconds(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -598,7 +609,10 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                   "objective": objective / max(int(real.sum()), 1), "step_size": schedules.step_size(iteration - 1),
                   "lipschitz": lipschitz, "seconds": round(host.elapsed, 3),
                   "quadrature_points": int(lv.points_per_particle * int(real.sum())),
-                  "particles_per_second": rate, "peak_rss_mb": peak_rss_mb()}
+                  "particles_per_second": rate, "particles": int(real.sum()), "step_seconds": round(seconds, 4),
+                  "peak_rss_mb": peak_rss_mb()}
+        if (device_peak := device_peak_mb()) is not None:
+            record["device_peak_mb"] = device_peak
         record.update(sampling_record(sample_stats, lv.level_sampler.sizes, real, kl))
         if schedules.heldout_due(iteration - 1, config.output.heldout_every, per_level) and len(plan.heldout):
             volume = opt_state.volume
@@ -667,7 +681,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
     progress.close()
     return {"iterations": iteration, "elapsed_seconds": host.elapsed,
             "heldout_rremse": host.last_rremse if math.isfinite(host.last_rremse) else None,
-            "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(), "device_peak_mb": device_peak_mb(),
             "final_map": os.path.join(workdir, "final.mrc"), "stop_reason": stop_reason}
 
 

@@ -8,6 +8,7 @@ import sys
 
 from tests.conftest import REPO
 from tests.test_figures import tiny_data  # noqa: F401  (fixture)
+from tests.test_reconstruct import dataset_dir, finished_run  # noqa: F401  (fixtures)
 
 
 def test_bench_tiny_one_level(tiny_data, tmp_path):  # noqa: F811
@@ -35,3 +36,36 @@ def test_bench_tiny_one_level(tiny_data, tmp_path):  # noqa: F811
     assert abs(est["seconds_per_minibatch"] * est["fraction_of_matmul_rate"] * record["matmul_gflops"]
                - est["matmul_gflop"]) < 1e-6 * est["matmul_gflop"]
     assert 0 < above["importance_sampled"]["fraction_evaluated"] < 1
+
+
+def test_bench_run_stage_and_budget(finished_run, dataset_dir, tmp_path):  # noqa: F811
+    """--run: the run's own rates per level and kind (checked against its metrics.jsonl) and its time to FSC 0.5;
+    --budget_seconds spent before the first level: every level is listed as skipped, and the record is complete."""
+    result = subprocess.run(
+        [sys.executable, "experiments/bench.py", "--particles", str(dataset_dir / "particles.star"), "--map",
+         str(dataset_dir / "ground_truth.mrc"), "--config", "experiments/configs/tiny.py", "--run", str(finished_run),
+         "--truth", str(dataset_dir / "ground_truth.mrc"), "--max_points", "1", "--budget_seconds", "0.001",
+         "--name", "run", "--out", str(tmp_path)],
+        cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "bench_run.json").read_text())
+    assert not (tmp_path / "bench_run.json.tmp").exists()
+    assert record["levels"] and all("skipped" in row for row in record["levels"])
+    metrics = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [m for m in metrics if "step_seconds" in m]
+    assert len(steps) == 60  # tests/test_reconstruct.py: 60 iterations, every one logged
+    for row in record["run_rates"]:
+        for kind, sampled in (("exhaustive", False), ("sampled", True)):
+            mine = [m["particles"] / m["step_seconds"] for m in steps
+                    if m["level"] == row["level"] and bool(m.get("sampled")) == sampled]
+            if len(mine) > 1:
+                assert row[f"{kind}_iterations"] == len(mine)
+                assert min(mine[1:]) <= row[f"{kind}_particles_per_second"] <= max(mine[1:])
+            else:
+                assert f"{kind}_particles_per_second" not in row
+    assert {r["level"] for r in record["run_rates"]} == {m["level"] for m in steps}
+    assert all(0 < m["particles"] <= 50 and m["step_seconds"] > 0 for m in steps)  # minibatches of 50
+    reached = record["time_to_resolution"]["seconds_to_fsc_0.5"]
+    assert set(reached) == {"30", "20", "15", "10"}
+    times = [reached[k] for k in ("30", "20", "15", "10") if reached[k] is not None]
+    assert times == sorted(times)  # a finer resolution is never reached earlier
