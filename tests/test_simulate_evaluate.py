@@ -90,11 +90,22 @@ def test_evaluate_map_against_itself_gives_fsc_one(simulated, tmp_path):
     assert (tmp_path / "fsc.png").stat().st_size > 1000
 
 
-def test_alignment_recovers_rotated_mirrored_copy():
+@pytest.mark.parametrize("euler,flipped", [((40.0, 70.0, -100.0), True), ((-152.3, 123.7, 17.1), False),
+                                           ((88.8, 9.4, 161.6), True)])
+def test_alignment_recovers_rotated_mirrored_copy(euler, flipped):
     size, pixel = 32, 4.0
     vol, _ = blob_volume(size, seed=11, n_blobs=7, spread=0.18)
-    r = cv.euler_to_matrix(np.array([40.0, 70.0, -100.0]))
+    r = cv.euler_to_matrix(np.array(euler))
     s = np.array([1.5, -1.0, 0.5])  # pixels
+    if not flipped:  # the same check without the mirror: F = identity below
+        moved = metrics.transform_volume(vol, r, s)
+        result, _, _ = metrics.evaluate_maps(moved, vol, pixel)
+        assert result["hand"] == "original"
+        found = cv.euler_to_matrix(np.array(result["rotation_relion_degrees"]))
+        angle = np.degrees(np.arccos(np.clip((np.trace(found @ r) - 1) / 2, -1, 1)))  # expected: R^T
+        assert angle < 1.0
+        np.testing.assert_allclose(result["shift_angstrom"], -r.T @ s * pixel, atol=0.3 * pixel)
+        return
     moved = metrics.transform_volume(metrics.flip_hand(vol), r, s)
     result, curve, aligned = metrics.evaluate_maps(moved, vol, pixel)
     assert result["hand"] == "flipped"
@@ -106,6 +117,32 @@ def test_alignment_recovers_rotated_mirrored_copy():
     assert angle < 1.0
     np.testing.assert_allclose(result["shift_angstrom"], -f @ r.T @ s * pixel, atol=0.3 * pixel)
     assert result["fsc_0.5_angstrom"] < 2.3 * pixel
+
+
+def test_alignment_search_helpers():
+    """The neighbourhood of a rotation: 27 rotations within sqrt(3) steps of it, itself included; the distinct
+    best: in score order, none closer than the minimum angle to one chosen before."""
+    step = 7.5
+    base = cv.euler_to_matrix(np.array([[10.0, 50.0, -30.0], [100.0, 120.0, 60.0]]))
+    near = metrics._neighbourhood(base, step)
+    assert near.shape == (54, 3, 3)
+    np.testing.assert_allclose(near @ np.swapaxes(near, 1, 2), np.broadcast_to(np.eye(3), (54, 3, 3)), atol=1e-12)
+    for i in range(2):
+        angles = metrics._rotation_angle_degrees(base[i], near[27 * i:27 * (i + 1)])
+        assert np.sum(angles < 1e-6) == 1 and angles.max() < np.sqrt(3) * step + 1e-6
+    rng = np.random.default_rng(0)
+    rotations = metrics._rotation_grid(15.0)
+    scores = rng.normal(size=len(rotations))
+    chosen = metrics._distinct_best(scores, rotations, 8, 30.0)
+    assert chosen[0] == int(np.argmax(scores)) and len(chosen) == 8
+    assert list(scores[chosen]) == sorted(scores[chosen], reverse=True)
+    for a in range(8):
+        for b in range(a):
+            assert metrics._rotation_angle_degrees(rotations[chosen[a]], rotations[chosen[b]][None])[0] >= 30.0
+    # every rotation scoring higher than a chosen one is within 30 degrees of one chosen before it
+    for k, c in enumerate(chosen):
+        for i in np.flatnonzero(scores > scores[c]):
+            assert min(metrics._rotation_angle_degrees(rotations[j], rotations[i][None])[0] for j in chosen[:k]) < 30
 
 
 @pytest.mark.parametrize("args,needle", [
