@@ -29,7 +29,9 @@ case "${1:-demo}" in
     exec "$VENV/bin/python" -m recon.demo "${@:2}"
     ;;
   test)
-    exec "$VENV/bin/python" -m pytest tests "${@:2}"
+    # Two workers (RECON_TEST_WORKERS; 0 = none), each taking whole test files, so that a file's shared runs are
+    # made once: most tests wait on XLA compiling, which uses one core.
+    exec "$VENV/bin/python" -m pytest tests -n "${RECON_TEST_WORKERS:-2}" --dist loadfile "${@:2}"
     ;;
   *)
     exec "$VENV/bin/python" "$@"
