@@ -74,7 +74,7 @@ def levels(config, particles: str, map_path: str, peak_gflops: float, max_levels
     the gradient's stored intermediates need tens of GB); its time there is estimated from the FLOPs at the
     last timed level's fraction of the matmul rate. The importance-sampled gradient is timed at every level.
     No level is started after ``deadline`` (``time.time()``); ``on_row(rows)`` is called after each level."""
-    from recon import likelihood, sampling, training
+    from recon import likelihood, sampling
     from recon import step as step_lib
     from recon.data import open_dataset
     from recon.io import metadata, mrc
@@ -150,7 +150,7 @@ def levels(config, particles: str, map_path: str, peak_gflops: float, max_levels
 def scaling(config, particles: str, map_path: str, counts: list[int], level: int) -> list[dict]:
     """Seconds per minibatch gradient (exhaustive, level ``level``) with the minibatch split over 1, 2, ...
     devices (recon/step.py's data parallelism)."""
-    from recon import likelihood, training
+    from recon import likelihood
     from recon import step as step_lib
     from recon.data import open_dataset
     from recon.io import metadata, mrc
