@@ -31,7 +31,12 @@ case "${1:-demo}" in
   test)
     # Two workers (RECON_TEST_WORKERS; 0 = none), each taking whole test files, so that a file's shared runs are
     # made once: most tests wait on XLA compiling, which uses one core.
-    exec "$VENV/bin/python" -m pytest tests -n "${RECON_TEST_WORKERS:-2}" --dist loadfile "${@:2}"
+    # Test files or folders among the arguments replace the default `tests`.
+    target=tests
+    for arg in "${@:2}"; do
+      case "$arg" in tests/*) [ -e "${arg%%::*}" ] && target= ;; esac
+    done
+    exec "$VENV/bin/python" -m pytest $target -n "${RECON_TEST_WORKERS:-2}" --dist loadfile "${@:2}"
     ;;
   *)
     exec "$VENV/bin/python" "$@"
