@@ -180,7 +180,7 @@ def scaling(config, particles: str, map_path: str, counts: list[int], level: int
     return rows
 
 
-def time_to_resolution(run: str, truth_path: str, max_points: int) -> dict:
+def time_to_resolution(run: str, metrics: list[dict], truth_path: str, max_points: int) -> dict:
     from recon import report
     from recon.io import mrc
 
@@ -189,20 +189,18 @@ def time_to_resolution(run: str, truth_path: str, max_points: int) -> dict:
     for threshold in THRESHOLDS_ANGSTROM:
         hits = [p["seconds"] for p in points if p["fsc_0.5_angstrom"] <= threshold]
         reached[f"{threshold:g}"] = min(hits) if hits else None
-    metrics = report.read_metrics(run)
     return {"run": run, "seconds_to_fsc_0.5": reached, "points": points,
             "run_peak_rss_mb": max((r.get("peak_rss_mb", 0) for r in metrics), default=None),
             "run_device_peak_mb": max((r["device_peak_mb"] for r in metrics if "device_peak_mb" in r), default=None)}
 
 
-def run_rates(run: str) -> list[dict]:
+def run_rates(metrics: list[dict]) -> list[dict]:
     """Particles per second of a run's own minibatches, per level, exhaustive and importance-sampled apart: the
     median over the level's iterations of that kind of ``particles / step_seconds`` (the first of each kind left
-    out: it compiles); runs from before ``step_seconds`` was logged give the logged 20-iteration average."""
-    from recon import report
-
+    out: it compiles); runs from before ``step_seconds`` was logged give the logged 20-iteration average.
+    ``metrics``: the run's ``metrics.jsonl`` records."""
     by_level: dict = {}
-    for r in report.read_metrics(run):
+    for r in metrics:
         if "particles_per_second" not in r or "level" not in r:
             continue
         rate = r["particles"] / r["step_seconds"] if r.get("step_seconds") else r["particles_per_second"]
@@ -270,9 +268,12 @@ def main():
 
     deadline = start + args.budget_seconds if args.budget_seconds > 0 else float("inf")
     if args.run:  # first: on a time-limited machine the run's numbers matter most
-        record["run_rates"] = run_rates(args.run)
+        from recon import report
+
+        metrics = report.read_metrics(args.run)
+        record["run_rates"] = run_rates(metrics)
         stage_done()
-        record["time_to_resolution"] = time_to_resolution(args.run, args.truth, args.max_points)
+        record["time_to_resolution"] = time_to_resolution(args.run, metrics, args.truth, args.max_points)
         stage_done()
     level_done(levels(config, args.particles, args.map, peak, args.max_levels, args.max_exhaustive_poses, deadline,
                       on_row=level_done))

@@ -234,18 +234,18 @@ def align(moving: np.ndarray, reference: np.ndarray, pixel_size_angstrom: float,
     size = reference.shape[0]
     mask = soft_sphere_mask(size, size / 2 - 3)
     rotations = _rotation_grid(step_degrees)
+    coarse, work = min(coarse_size, size), min(working_size, size)
+    ref_c, ref_w = fourier_crop(reference * mask, coarse), fourier_crop(reference * mask, work)
     pool = []
     for hand in ("original", "flipped"):
         mov = (flip_hand(moving) if hand == "flipped" else moving) * mask
         # Stage 1: the whole grid on a small box.
-        coarse = min(coarse_size, size)
-        mov_c, ref_c = fourier_crop(mov, coarse), fourier_crop(reference * mask, coarse)
+        mov_c = fourier_crop(mov, coarse)
         scores, _ = _coarse_scores(mov_c - mov_c.mean(), ref_c - ref_c.mean(), rotations)
         best = rotations[_distinct_best(scores, rotations, distinct, 2.0 * step_degrees)]
         # Stage 2: those rotations and their neighbours half a step away, on a larger box.
         local = _neighbourhood(best, step_degrees / 2.0)
-        work = min(working_size, size)
-        mov_w, ref_w = fourier_crop(mov, work), fourier_crop(reference * mask, work)
+        mov_w = fourier_crop(mov, work)
         scores, shifts = _coarse_scores(mov_w - mov_w.mean(), ref_w - ref_w.mean(), local)
         pool += [(scores[i], hand, local[i], shifts[i] * size / work)
                  for i in _distinct_best(scores, local, candidates, step_degrees)]
