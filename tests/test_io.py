@@ -11,6 +11,7 @@ from recon.ctf import make_ctf_params
 from recon.errors import InputError
 from recon.io import cs, metadata, mrc, star
 from recon.io.metadata import ParticleMetadata
+from recon.io.names import edit_distance
 
 
 def _meta(tmp_path, n=7, size=16, pixel=2.5, with_pose=True):
@@ -162,6 +163,120 @@ def test_cs_pose_is_transposed_rotation_vector():
     m = cs.rotvec_to_matrix(np.array([[0.0, 0.0, np.pi / 2]]))
     from recon import conventions as cv
     np.testing.assert_allclose(m[0].T, cv.euler_to_matrix(np.array([90.0, 0.0, 0.0])), atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Columns and fields recon does not know: one warning line per file, "did you mean" for near misses.
+
+
+@pytest.mark.parametrize("a, b, distance", [
+    ("kitten", "sitting", 3), ("flaw", "lawn", 2), ("book", "back", 2), ("", "abc", 3), ("abc", "abc", 0),
+    ("ab", "ba", 1), ("abcdef", "abdcef", 1), ("ca", "abc", 3),  # optimal string alignment: no edit of an edit
+    ("rlnDefocusVV", "rlnDefocusV", 1), ("rlnAmplitudeContrst", "rlnAmplitudeContrast", 1)])
+def test_edit_distance_textbook_pairs(a, b, distance):
+    assert edit_distance(a, b) == distance
+    assert edit_distance(b, a) == distance
+
+
+OPTICS = {"rlnOpticsGroup": 1, "rlnOpticsGroupName": "opticsGroup1", "rlnVoltage": 300,
+          "rlnSphericalAberration": 2.7, "rlnAmplitudeContrast": 0.1, "rlnImagePixelSize": 2.5, "rlnImageSize": 16,
+          "rlnImageDimensionality": 2}
+PARTICLES = {"rlnImageName": ["1@stack.mrcs", "2@stack.mrcs"], "rlnOpticsGroup": [1, 1],
+             "rlnDefocusU": [12000, 15000], "rlnDefocusV": [11000, 14000], "rlnDefocusAngle": [10, 20],
+             "rlnAngleRot": [10, 20], "rlnAngleTilt": [30, 40], "rlnAnglePsi": [50, 60]}
+
+
+def _star31(path, optics=OPTICS, particles=PARTICLES):
+    """A RELION 3.1 STAR file from ``{label: value or per-particle values}`` for each table."""
+    def loop(name, table):
+        rows = zip(*[np.atleast_1d(v) for v in table.values()])
+        return (f"data_{name}\n\nloop_\n" + "".join(f"_{label}\n" for label in table)
+                + "".join(" ".join(map(str, row)) + "\n" for row in rows) + "\n")
+    path.write_text(loop("optics", optics) + loop("particles", particles))
+    return path
+
+
+def _renamed(table, old, new):
+    return {new if label == old else label: value for label, value in table.items()}
+
+
+def test_misspelled_defocus_v_is_named_once_with_its_correction(tmp_path, capsys):
+    optics = dict(OPTICS, rlnMyCustomScore=1)
+    particles = dict(_renamed(PARTICLES, "rlnDefocusV", "rlnDefocusVV"), rlnMyCustomScore=[1, 2])
+    path = _star31(tmp_path / "p.star", optics, particles)
+    m = metadata.read_particles(path)
+    np.testing.assert_allclose(m.ctf.defocus_v_angstrom, m.ctf.defocus_u_angstrom)  # what RELION does, too
+    assert capsys.readouterr().err == (f"warning: {path}: columns recon does not read, ignored: rlnMyCustomScore, "
+                                       "rlnDefocusVV (did you mean rlnDefocusV?)\n")
+
+
+def test_misspelled_optics_column_and_case_slip_get_suggestions(tmp_path, capsys):
+    optics = _renamed(_renamed(OPTICS, "rlnAmplitudeContrast", "rlnAmplitudeContrst"), "rlnImagePixelSize",
+                      "rlnimagepixelsize")  # 3 edits with case, 0 without
+    path = _star31(tmp_path / "p.star", optics)
+    m = metadata.read_particles(path)
+    assert np.all(np.isnan(m.pixel_size_angstrom))  # no _rlnImagePixelSize, so no pixel size
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "no _rlnAmplitudeContrast column; using 0.1" in lines[0]
+    assert lines[1] == (f"warning: {path}: columns recon does not read, ignored: rlnAmplitudeContrst (did you mean "
+                        "rlnAmplitudeContrast?), rlnimagepixelsize (did you mean rlnImagePixelSize?)")
+
+
+def test_near_miss_of_a_column_the_file_has_gets_no_suggestion(tmp_path, capsys):
+    path = _star31(tmp_path / "p.star", particles=dict(PARTICLES, rlnDefocusUU=[1, 2], rlnVoltag=[300, 300]))
+    metadata.read_particles(path)
+    assert capsys.readouterr().err == (f"warning: {path}: columns recon does not read, ignored: rlnDefocusUU, "
+                                       "rlnVoltag\n")
+
+
+def test_missing_column_error_names_its_misspelling_and_prints_no_warning(tmp_path, capsys):
+    path = _star31(tmp_path / "p.star", particles=_renamed(PARTICLES, "rlnDefocusU", "rlnDefocusUU"))
+    msg = _expect("missing column _rlnDefocusU", metadata.read_particles, path)
+    assert msg.endswith("missing column _rlnDefocusU (the file has _rlnDefocusUU)")
+    assert capsys.readouterr().err == ""
+
+
+def test_clean_and_real_star_files_get_no_column_warning(tmp_path, capsys, shared_data):
+    _star31(tmp_path / "clean.star")
+    star.write_star(tmp_path / "written.star", _meta(tmp_path))
+    (tmp_path / "old.star").write_text(textwrap.dedent(RELION30))
+    for name in ("clean.star", "written.star", "old.star"):
+        metadata.read_particles(tmp_path / name)
+    for f in sorted((shared_data / "particles").glob("*/*.star")):
+        metadata.read_particles(f)
+    assert capsys.readouterr().err == ""
+    # Beam tilt, Zernike terms and the magnification matrix pass quietly; premultiplied CTF does not.
+    metadata.read_particles(shared_data / "star_metadata_only/relion31.6opticsgroups.star")
+    assert capsys.readouterr().err.endswith("ignored: rlnCtfDataAreCtfPremultiplied\n")
+
+
+def _cs_file(tmp_path, rename=None, add=()):
+    """A .cs written by recon, fields renamed (``{old: new}``) and float fields added."""
+    cs.write_cs(tmp_path / "p.cs", _meta(tmp_path), blob_paths=["stack.mrcs"] * 7)
+    arr = np.load(tmp_path / "p.cs")
+    dtype = [((rename or {}).get(name, name), arr.dtype[name]) for name in arr.dtype.names]
+    out = np.zeros(len(arr), dtype=dtype + [(name, "<f4") for name in add])
+    for name, (new, _) in zip(arr.dtype.names, dtype):
+        out[new] = arr[name]
+    with open(tmp_path / "q.cs", "wb") as f:
+        np.save(f, out)
+    return tmp_path / "q.cs"
+
+
+def test_cs_misspelled_field_is_named_with_its_correction(tmp_path, capsys):
+    path = _cs_file(tmp_path, {"ctf/phase_shift_rad": "ctf/phase_shft_rad"},
+                    add=("my/score", "ctf/tilt_A", "location/micrograph_uid", "alignments_class_2/class_posterior"))
+    metadata.read_particles(path)
+    assert capsys.readouterr().err == (f"warning: {path}: fields recon does not read, ignored: ctf/phase_shft_rad "
+                                       "(did you mean ctf/phase_shift_rad?), my/score\n")
+
+
+def test_cs_clean_file_gets_no_warning_and_missing_field_names_its_misspelling(tmp_path, capsys):
+    metadata.read_particles(_cs_file(tmp_path))
+    assert capsys.readouterr().err == ""
+    msg = _expect("missing field ctf/df1_A", metadata.read_particles, _cs_file(tmp_path, {"ctf/df1_A": "ctf/df1_a"}))
+    assert msg.endswith("(the file has ctf/df1_a)")
+    assert capsys.readouterr().err == ""
 
 
 # ---------------------------------------------------------------------------------------------------------

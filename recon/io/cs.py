@@ -7,11 +7,17 @@ Fields used: ``blob/path`` (stack, relative to the cryoSPARC project folder), ``
 Poses, when present: ``alignments3D/pose`` is a rotation vector whose matrix is the transpose of RELION's ``A``,
 and ``alignments3D/shift`` (pixels, of ``alignments3D/psize_A`` when present) equals RELION's origin -- the
 conversion used by the public cryoSPARC-to-RELION converters.
+
+Every field is one recon reads (``READ_FIELDS``), a common cryoSPARC field safe to ignore for ab initio work
+(``IGNORED_FIELDS``, or any field of a group in ``IGNORED_GROUPS``), or is named in one warning per file read,
+with "did you mean" for near misses of fields recon reads.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
 
 import numpy as np
 
@@ -19,9 +25,30 @@ from recon import conventions
 from recon.ctf import CTFParams
 from recon.errors import fail
 from recon.io.metadata import ParticleMetadata
+from recon.io.names import nearest, unknown_names, unknown_names_warning
 
 REQUIRED = ("blob/path", "blob/idx", "blob/psize_A", "ctf/accel_kv", "ctf/cs_mm", "ctf/amp_contrast", "ctf/df1_A",
             "ctf/df2_A", "ctf/df_angle_rad")
+READ_FIELDS = REQUIRED + ("blob/shape", "blob/sign", "ctf/phase_shift_rad", "ctf/bfactor", "ctf/scale",
+                          "alignments3D/pose", "alignments3D/shift", "alignments3D/psize_A")
+# Common cryoSPARC fields recon ignores without a word: bookkeeping, alignment and classification statistics,
+# and the optical corrections that matter only well past ab initio resolutions (beam tilt, trefoil, tetrafoil,
+# anisotropic magnification); and whole groups recon never reads (numbered groups such as alignments_class_3
+# are matched without their number).
+IGNORED_FIELDS = frozenset("""
+    uid blob/import_sig ctf/type ctf/exp_group_id ctf/scale_const ctf/shift_A ctf/tilt_A ctf/trefoil_A
+    ctf/tetra_A ctf/anisomag alignments3D/split alignments3D/error alignments3D/error_min alignments3D/resid_pow
+    alignments3D/slice_pow alignments3D/image_pow alignments3D/cross_cor alignments3D/alpha alignments3D/alpha_min
+    alignments3D/weight alignments3D/pose_ess alignments3D/shift_ess alignments3D/class_posterior
+    alignments3D/class alignments3D/class_ess alignments3D/localpose alignments3D/localshift
+    alignments3D/localfulcrum""".split())
+IGNORED_GROUPS = frozenset(
+    "location pick_stats alignments2D alignments3D_multi alignments_class motion sym_expand ml_properties "
+    "filament".split())
+
+
+def _ignored(field: str) -> bool:
+    return field in IGNORED_FIELDS or re.sub(r"_\d+$", "", field.split("/")[0]) in IGNORED_GROUPS
 
 
 def rotvec_to_matrix(rotvec: np.ndarray) -> np.ndarray:
@@ -85,10 +112,14 @@ def read_cs(path, data_dir: str | None = None) -> ParticleMetadata:
     if not isinstance(data, np.ndarray) or data.dtype.names is None:
         raise fail(path, "not a cryoSPARC .cs file (expected a numpy structured array)")
     names = set(data.dtype.names)
+    ignored = {f for f in data.dtype.names if _ignored(f)}
     for field in REQUIRED:
         if field not in names:
-            raise fail(path, f"missing field {field}")
+            guess = nearest(field, unknown_names(data.dtype.names, READ_FIELDS, ignored))
+            raise fail(path, f"missing field {field}" + (f" (the file has {guess})" if guess else ""))
     n = len(data)
+    if n == 0:
+        raise fail(path, "contains no particles")
 
     def get(field, default=None):
         if field in names:
@@ -121,6 +152,9 @@ def read_cs(path, data_dir: str | None = None) -> ParticleMetadata:
             origins = np.asarray(data["alignments3D/shift"], np.float64) * shift_pixel[:, None]
     sign = get("blob/sign", 1.0)
     image_names = np.array([f"{i + 1:06d}@{p}" for i, p in zip(indices, raw_paths)], dtype=object)
+    warning = unknown_names_warning(path, "fields", data.dtype.names, READ_FIELDS, ignored)
+    if warning:
+        print(warning, file=sys.stderr)
     return ParticleMetadata(
         source=path, stack_paths=stacks, image_indices=indices, image_names=image_names, pixel_size_angstrom=pixel,
         box_size=box, ctf=ctf, optics_group=np.ones(n, dtype=int), angles_degrees=angles, origins_angstrom=origins,

@@ -4,6 +4,10 @@ Column meanings are RELION's (see :mod:`recon.conventions`): angles in degrees (
 Angstrom (``rlnOriginXAngst``, 3.1) or pixels (``rlnOriginX``, 3.0), defocus in Angstrom, voltage in kV, Cs in
 mm. Image names ``N@stack.mrcs`` (N from 1) are resolved relative to the STAR file's folder, then to
 ``data_dir`` and the working directory.
+
+Every ``_rln`` column of the optics and particle tables is one recon reads (``READ_COLUMNS``; none is passed
+through to recon's output), a standard RELION label that is safe to ignore for ab initio work
+(``IGNORED_COLUMNS``), or is named in one warning per file read, with "did you mean" for near misses.
 """
 
 from __future__ import annotations
@@ -19,8 +23,29 @@ import starfile
 from recon.ctf import CTFParams
 from recon.errors import InputError, fail
 from recon.io.metadata import ParticleMetadata
+from recon.io.names import nearest, unknown_names, unknown_names_warning
 
 DEFAULT_AMPLITUDE_CONTRAST = 0.1
+
+READ_COLUMNS = (
+    "rlnImageName", "rlnOpticsGroup", "rlnImagePixelSize", "rlnPixelSize", "rlnDetectorPixelSize", "rlnMagnification",
+    "rlnImageSize", "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnVoltage", "rlnSphericalAberration",
+    "rlnAmplitudeContrast", "rlnPhaseShift", "rlnCtfBfactor", "rlnCtfScalefactor", "rlnAngleRot", "rlnAngleTilt",
+    "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginX", "rlnOriginY")
+
+# Standard RELION labels recon ignores without a word: bookkeeping, picking and CTF-fit scores, refinement
+# statistics, priors, 3D-only origins, and the optical corrections that matter only well past ab initio
+# resolutions (beam tilt, higher-order aberrations, anisotropic magnification). Not _rlnCtfDataAreCtfPremultiplied:
+# premultiplied images would need recon's attention, so that one is reported.
+IGNORED_COLUMNS = frozenset(f"rln{label}" for label in """
+    MicrographName MicrographMovieName MicrographOriginalPixelSize MicrographPixelSize CoordinateX CoordinateY
+    CoordinateZ AutopickFigureOfMerit ImageOriginalName ReconstructImageName ImageDimensionality OpticsGroupName
+    GroupNumber GroupName MtfFileName RandomSubset ClassNumber HelicalTubeID HelicalTrackLength
+    HelicalTrackLengthAngst CtfImage CtfMaxResolution CtfFigureOfMerit CtfAstigmatism LogLikeliContribution
+    MaxValueProbDistribution NrOfSignificantSamples NormCorrection NrOfFrames AverageNrOfFrames AngleRotPrior
+    AngleTiltPrior AnglePsiPrior AnglePsiFlipRatio AnglePsiFlip OriginXPrior OriginYPrior OriginXPriorAngst
+    OriginYPriorAngst OriginZ OriginZAngst BeamTiltX BeamTiltY BeamTiltClass OddZernike EvenZernike MagMat00
+    MagMat01 MagMat10 MagMat11""".split())
 
 
 def _read_blocks(path) -> dict:
@@ -71,17 +96,25 @@ def read_star(path, data_dir: str | None = None) -> ParticleMetadata:
     """Particle metadata from a RELION 3.0 or 3.1+ STAR file. One error line for each kind of problem."""
     path = os.path.abspath(os.fspath(path))
     blocks = _read_blocks(path)
-    optics = _strip(blocks["optics"]) if "optics" in blocks else None
-    if "particles" in blocks:
-        particles = _strip(blocks["particles"])
-    else:
+    optics = blocks.get("optics")
+    particles = blocks.get("particles")
+    if particles is None:
         candidates = [b for b in blocks.values() if "rlnImageName" in b.columns]
         if not candidates:
             raise fail(path, "no particle table with an _rlnImageName column")
-        particles = _strip(candidates[0])
+        particles = candidates[0]
+    labels = [c for table in (optics, particles) if table is not None for c in table.columns if c.startswith("rln")]
+    unknown = unknown_names(labels, READ_COLUMNS, IGNORED_COLUMNS)
+    optics = None if optics is None else _strip(optics)
+    particles = _strip(particles)
+
+    def missing_column(name):
+        guess = nearest(f"rln{name}", unknown)
+        return fail(path, f"missing column _rln{name}" + (f" (the file has _{guess})" if guess else ""))
+
     n = len(particles)
     if "ImageName" not in particles.columns:
-        raise fail(path, "missing column _rlnImageName")
+        raise missing_column("ImageName")
     if n == 0:
         raise fail(path, "contains no particles")
 
@@ -112,7 +145,7 @@ def read_star(path, data_dir: str | None = None) -> ParticleMetadata:
         elif default is not None or not required:
             return None if default is None else np.full(n, float(default))
         else:
-            raise fail(path, f"missing column _rln{name}")
+            raise missing_column(name)
         numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
         if np.any(~np.isfinite(numeric)):
             raise fail(path, f"column _rln{name} has non-numeric or missing values")
@@ -176,6 +209,9 @@ def read_star(path, data_dir: str | None = None) -> ParticleMetadata:
         if stack not in resolved:
             resolved[stack] = _resolve_stack(stack, star_dir, data_dir)
         indices[i], stacks[i] = index, resolved[stack]
+    warning = unknown_names_warning(path, "columns", labels, READ_COLUMNS, IGNORED_COLUMNS)
+    if warning:
+        print(warning, file=sys.stderr)
     return ParticleMetadata(
         source=path, stack_paths=stacks, image_indices=indices, image_names=names, pixel_size_angstrom=pixel,
         box_size=box, ctf=ctf, optics_group=groups, angles_degrees=angles, origins_angstrom=origins)
