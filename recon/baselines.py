@@ -26,7 +26,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from recon import backprojection, likelihood, quadrature, training
+from recon import backprojection, likelihood, lock, quadrature, training
 from recon.data import ParticleDataset
 from recon.errors import InputError
 from recon.io import mrc
@@ -47,6 +47,11 @@ def pose_parameters(rule: quadrature.Quadrature, indices: np.ndarray) -> tuple[n
 def run(kind: str, config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> dict:
     if kind not in KINDS:
         raise InputError(f"unknown baseline {kind!r} ({', '.join(KINDS)})")
+    with lock.hold(workdir):  # one run per work folder (recon/lock.py)
+        return _run(kind, config, dataset, workdir, quiet)
+
+
+def _run(kind: str, config, dataset: ParticleDataset, workdir: str, quiet: bool) -> dict:
     os.makedirs(os.path.join(workdir, "maps"), exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=1, sort_keys=True))

@@ -22,7 +22,9 @@ import os
 
 import numpy as np
 
-from recon import checkpoint, metrics, report, training
+import jax
+
+from recon import checkpoint, lock, metrics, report, training
 from recon.data import ParticleDataset
 from recon.errors import fail
 from recon.io import metadata, mrc, star
@@ -54,11 +56,17 @@ def part_configs(config, dataset: ParticleDataset):
     return shared, half
 
 
-def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> dict:
-    os.makedirs(workdir, exist_ok=True)
+def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, notes=()) -> dict:
+    """``notes``: lines for the shared run's log (the settings derived from the data)."""
+    training.device_mesh(config)  # settings checked before anything is written
+    with lock.hold(workdir, writer=jax.process_index() == 0):  # one run per work folder (recon/lock.py)
+        return _run(config, dataset, workdir, quiet, notes)
+
+
+def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> dict:
     checkpoint.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=1, sort_keys=True))
     shared_config, half_config = part_configs(config, dataset)
-    shared = training.run(shared_config, dataset, os.path.join(workdir, "shared"), quiet)
+    shared = training.run(shared_config, dataset, os.path.join(workdir, "shared"), quiet, notes=notes)
     start, _ = mrc.read_map(shared["final_map"])
     halves = split_halves(len(dataset), config.seed)
     summaries = []

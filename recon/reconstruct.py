@@ -3,7 +3,8 @@
     python -m recon.reconstruct --particles P.star|P.cs --workdir W [--config CONFIG.py] [--config.KEY=VALUE ...]
 
 Running the same command again on an existing workdir resumes from its last checkpoint. See
-``recon.training`` for the workdir layout and ``experiments/configs/default.py`` for the settings.
+``recon.training`` for the workdir layout; without --config the settings are derived from the data
+(``experiments/configs/default.py``, ``recon/auto_settings.py``) and recorded in WORKDIR/config.json and run.log.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from recon import baselines, gold_standard, training
+from recon import auto_settings, baselines, gold_standard, training
 from recon.data import open_dataset
 from recon.errors import InputError, user_errors_exit
 from recon.io import metadata
@@ -48,13 +49,16 @@ def main(argv):
 
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     meta = metadata.read_particles(FLAGS.particles, config.pixel_size_angstrom or None, FLAGS.data_dir)
-    dataset = open_dataset(meta, config.particle_radius_angstrom or None, config.invert_contrast)
+    dataset = open_dataset(meta, config.particle_radius_angstrom or None, config.invert_contrast,
+                           estimate_noise=False)
+    config, notes = auto_settings.prepare(config, dataset)  # settings derived from the data; the noise level
+    workdir = os.path.abspath(FLAGS.workdir)
     if FLAGS.method != "sagd":
-        summary = baselines.run(FLAGS.method, config, dataset, os.path.abspath(FLAGS.workdir), quiet=FLAGS.quiet)
+        summary = baselines.run(FLAGS.method, config, dataset, workdir, quiet=FLAGS.quiet)
     elif config.gold_standard.enabled:
-        summary = gold_standard.run(config, dataset, os.path.abspath(FLAGS.workdir), quiet=FLAGS.quiet)
+        summary = gold_standard.run(config, dataset, workdir, quiet=FLAGS.quiet, notes=notes)
     else:
-        summary = training.run(config, dataset, os.path.abspath(FLAGS.workdir), quiet=FLAGS.quiet)
+        summary = training.run(config, dataset, workdir, quiet=FLAGS.quiet, notes=notes)
     print(json.dumps(summary))
 
 

@@ -10,8 +10,9 @@ current quadrature (Eq. 14) is
 ``psi`` uniform, ``K`` a von Mises-Fisher kernel on S^2 and S^1 or a Gaussian on shifts, each row normalised over
 the current points (so smoothing preserves mass) with a bandwidth of ``bandwidth_factor`` times the previous
 quadrature's spacing (which carries the state across increases of the maximum frequency). ``N = s0 * ESS(q)``
-indices are drawn (``ESS = 1 / sum q^2``), capped at the factor's capacity ``K``; each distinct index is evaluated
-once with weight ``count * w_j / (N q_j)`` (``w_j`` the quadrature weight), so that
+indices are drawn (``ESS = 1 / sum q^2``) into at most ``K`` distinct slots (``draw``: a particle whose draws do
+not fit is "capped", N shrinking to the prefix that fits; ``grow_slots`` sizes ``K`` so that few are); each
+distinct index is evaluated once with weight ``count * w_j / (N q_j)`` (``w_j`` the quadrature weight), so that
 
     sum_{distinct j} count_j w_j / (N q_j) f(j)   is an unbiased estimate of   sum_j w_j f(j)       (Eq. 10-12).
 
@@ -131,25 +132,35 @@ class Draw(NamedTuple):
     ess: jnp.ndarray
 
 
-def draw(key, q, log_quadrature_weights, capacity: int, s0: float) -> Draw:
-    """Draw ``N = min(ceil(s0 ESS(q)), capacity)`` indices from ``q`` ``(M,)`` (inverse CDF), merge duplicates.
+def draw(key, q, log_quadrature_weights, slots: int, s0: float, buffer: int | None = None) -> Draw:
+    """Draw ``N = ceil(s0 ESS(q))`` indices from ``q`` ``(M,)`` (inverse CDF) and merge duplicates into at most
+    ``slots`` distinct points.
 
-    Never more draws than slots, so every distinct index has a slot: the estimate stays unbiased.
+    ``buffer`` (static, default ``slots``) bounds N. Where the N draws hold more than ``slots`` distinct points,
+    only the longest prefix of the draws that fits is kept (N shrinks: the particle is "capped", as it is when
+    s0 ESS exceeds ``buffer``). Every kept draw has a slot, so the estimate is the unbiased one of Eq. 10-12 for
+    every particle that is not capped; the run sizes ``slots`` and ``buffer`` so that few are.
     """
     m = q.shape[0]
+    buffer = slots if buffer is None else max(buffer, slots)
     ess = effective_sample_size(q)
     wanted = s0 * ess
-    n = jnp.clip(jnp.ceil(wanted), 1, capacity)
+    n = jnp.clip(jnp.ceil(wanted), 1, buffer)
     cdf = jnp.cumsum(q)
-    u = jax.random.uniform(key, (capacity,)) * cdf[-1]
+    u = jax.random.uniform(key, (buffer,)) * cdf[-1]
     picks = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, m - 1)
-    live = jnp.arange(capacity) < n
-    counts = jnp.zeros((m,), jnp.float32).at[picks].add(live.astype(jnp.float32))
-    top_counts, index = jax.lax.top_k(counts, capacity)
+    order = jnp.arange(buffer)
+    live = order < n
+    first = jnp.full((m,), buffer, jnp.int32).at[picks].min(jnp.where(live, order, buffer).astype(jnp.int32))
+    new = live & (first[picks] == order)  # the draw that first hits its point
+    kept = live & (jnp.cumsum(new) <= slots)  # a prefix of the draws: at most `slots` distinct points
+    n_kept = jnp.sum(kept).astype(jnp.float32)
+    counts = jnp.zeros((m,), jnp.float32).at[picks].add(kept.astype(jnp.float32))
+    top_counts, index = jax.lax.top_k(counts, slots)
     taken = top_counts > 0
-    log_w = jnp.log(jnp.maximum(top_counts, 1.0)) + log_quadrature_weights[index] - jnp.log(n) - jnp.log(q[index])
+    log_w = jnp.log(jnp.maximum(top_counts, 1.0)) + log_quadrature_weights[index] - jnp.log(n_kept) - jnp.log(q[index])
     return Draw(index=jnp.where(taken, index, 0).astype(jnp.int32), log_weight=jnp.where(taken, log_w, NEG),
-                count=jnp.sum(taken), num_draws=n, wanted=wanted, ess=ess)
+                count=jnp.sum(taken), num_draws=n_kept, wanted=wanted, ess=ess)
 
 
 def exhaustive_draw(log_quadrature_weights) -> Draw:
@@ -201,12 +212,15 @@ class LevelSampler(NamedTuple):
     * ``propose(states, last_visit, keys) -> (SampleSet, stats)``: states a :class:`SamplerState`'s three factors
       with a leading batch axis, last_visit ``(B,)``, keys ``(B, 2)``; stats: dict of ``(B,)`` arrays per factor
       (distinct points, ESS, wanted = s0 ESS, draws);
+    * ``measure(states, last_visit, keys) -> {factor: (wanted, distinct)}``: per particle, s0 ESS of each factor's
+      proposal and the distinct points among that many draws (up to ``MEASURE_DRAWS``), with no slot limit;
     * ``record_sampled(samples, result, old) -> (new_factors, kl)`` and ``record_exhaustive(result, old) ->
       (new_factors, kl)``: the new per-particle states and the KL divergence between the new and the previous
       direction marginals, both smoothed onto this level's directions (Fig. 3; NaN where there was no state).
     """
 
     propose: object
+    measure: object
     record_sampled: object
     record_exhaustive: object
     capacities: tuple
@@ -216,9 +230,12 @@ class LevelSampler(NamedTuple):
 KINDS = ("vmf", "vmf", "gaussian")
 
 
-def make_level_sampler(rule, settings: Settings, state_capacities: dict) -> LevelSampler:
-    """``rule``: the level's :class:`recon.quadrature.Quadrature`; ``state_capacities[factor]``: slots kept per
-    particle (also the most points a factor samples per visit; a factor with fewer points is summed exhaustively)."""
+def make_level_sampler(rule, settings: Settings, state_capacities: dict, draw_slots: dict | None = None,
+                       draw_buffers: dict | None = None) -> LevelSampler:
+    """``rule``: the level's :class:`recon.quadrature.Quadrature`; ``state_capacities[factor]``: points kept per
+    particle between visits; ``draw_slots[factor]`` (default: the state capacity): the most distinct points a factor
+    evaluates per visit (a factor with no more points than that is summed exhaustively); ``draw_buffers[factor]``
+    (default: the slots): the most draws, N = s0 ESS, per visit."""
     from recon.likelihood import SampleSet  # the likelihood consumes what the sampler draws
 
     targets = (jnp.asarray(rule.directions, jnp.float32), jnp.asarray(inplane_points(rule.inplane_degrees)),
@@ -229,7 +246,9 @@ def make_level_sampler(rule, settings: Settings, state_capacities: dict) -> Leve
                rule.shift_step_angstrom)
     sizes = tuple(int(t.shape[0]) for t in targets)
     caps = tuple(state_capacities[f] for f in FACTORS)
-    capacities = tuple(min(m, c) for m, c in zip(sizes, caps))  # M <= slots: summed exhaustively
+    slots = tuple((draw_slots or state_capacities)[f] for f in FACTORS)
+    capacities = tuple(min(m, c) for m, c in zip(sizes, slots))  # M <= slots: summed exhaustively
+    buffers = tuple(max(c, (draw_buffers or {}).get(f, c)) for f, c in zip(FACTORS, capacities))
 
     def propose_one(factors, last_visit, key):
         alpha, inv_t = annealing(last_visit, settings.tau0, settings.alpha_min, settings.temperature_min)
@@ -240,8 +259,25 @@ def make_level_sampler(rule, settings: Settings, state_capacities: dict) -> Leve
                 draws.append(exhaustive_draw(log_w[f]))
             else:
                 q = proposal(factors[f], targets[f], KINDS[f], settings.bandwidth_factor, alpha, inv_t)
-                draws.append(draw(keys[f], q, log_w[f], capacities[f], settings.s0))
+                draws.append(draw(keys[f], q, log_w[f], capacities[f], settings.s0, buffers[f]))
         return draws
+
+    def measure_one(factors, last_visit, key):
+        alpha, inv_t = annealing(last_visit, settings.tau0, settings.alpha_min, settings.temperature_min)
+        keys = jax.random.split(key, 3)
+        out = {}
+        for f in range(3):
+            q = proposal(factors[f], targets[f], KINDS[f], settings.bandwidth_factor, alpha, inv_t)
+            wanted = settings.s0 * effective_sample_size(q)
+            cdf = jnp.cumsum(q)
+            picks = jnp.searchsorted(cdf, jax.random.uniform(keys[f], (MEASURE_DRAWS,)) * cdf[-1], side="right")
+            live = jnp.arange(MEASURE_DRAWS) < jnp.ceil(wanted)
+            hit = jnp.zeros((sizes[f],), jnp.float32).at[jnp.clip(picks, 0, sizes[f] - 1)].max(live.astype(jnp.float32))
+            out[FACTORS[f]] = (wanted, jnp.sum(hit))
+        return out
+
+    def measure(factors, last_visit, keys):
+        return jax.vmap(measure_one)(factors, last_visit, keys)
 
     def propose(factors, last_visit, keys):
         draws = jax.vmap(propose_one)(factors, last_visit, keys)
@@ -275,5 +311,60 @@ def make_level_sampler(rule, settings: Settings, state_capacities: dict) -> Leve
         indices = tuple(jnp.broadcast_to(jnp.arange(m), (b, m)) for m in sizes)
         return jax.vmap(record_one)(values, indices, old)
 
-    return LevelSampler(propose=propose, record_sampled=record_sampled, record_exhaustive=record_exhaustive,
+    return LevelSampler(propose=propose, measure=measure, record_sampled=record_sampled, record_exhaustive=record_exhaustive,
                         capacities=capacities, sizes=sizes)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Slot sizes from the observed ESS: N = s0 ESS for all but a small share of particles.
+
+
+MEASURE_DRAWS = 4096
+
+
+def slots_for_level(measured: dict, sizes: dict, share: float) -> tuple[dict, dict, float]:
+    """Slots and draw buffers per factor from ``measured[factor] = (wanted, distinct)`` over particles (from
+    ``LevelSampler.measure``): the next power of two above the ``1 - share`` quantiles, so that about ``share`` of
+    the particles would be capped (a factor needing all its points is summed exhaustively). Also returns the
+    fraction of the level's poses a visit would evaluate with those slots (1: importance sampling saves nothing)."""
+    slots, buffers, fraction = {}, {}, 1.0
+    for f in FACTORS:
+        wanted, distinct = (np.asarray(a, np.float64) for a in measured[f])
+        slots[f] = min(next_power_of_two(np.quantile(distinct, 1.0 - share)), sizes[f])
+        buffers[f] = max(slots[f], next_power_of_two(np.quantile(wanted, 1.0 - share)))
+        fraction *= slots[f] / sizes[f]
+    return slots, buffers, fraction
+
+
+def next_power_of_two(x: float) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(x, 1.0))))
+
+
+def grow_slots(slots: dict, buffers: dict, sizes: dict, window: list, max_capped_share: float
+               ) -> tuple[dict, dict, list]:
+    """Slots and buffers (per factor) large enough that at most ``max_capped_share`` of the particles in ``window``
+    would be capped: ``window`` a list of ``{factor: (wanted, distinct, kept)}`` arrays over particles (s0 ESS,
+    distinct points drawn, draws kept) from recent visits. A factor whose share of capped particles exceeds the
+    bound gets a buffer of the next power of two above the 99.5th percentile of s0 ESS where the buffer caps, and,
+    where the slots cap, slots grown by the share of draws that did not fit (99.5th percentile, 2x to 8x; distinct
+    points grow slower than draws), at most to the factor's size, where it is summed exhaustively. Returns the
+    new slots, buffers and one line per change."""
+    slots, buffers, lines = dict(slots), dict(buffers), []
+    for f in FACTORS:
+        if f not in sizes or slots[f] >= sizes[f] or not window:
+            continue
+        wanted, _, kept = (np.concatenate([np.asarray(w[f][i], np.float64) for w in window]) for i in range(3))
+        capped = kept < wanted - 1e-6
+        share = float(np.mean(capped))
+        if share <= max_capped_share:
+            continue
+        by_buffer = wanted > buffers[f]
+        if np.mean(by_buffer) > 0.5 * max_capped_share:
+            buffers[f] = next_power_of_two(np.quantile(wanted, 0.995))
+        by_slots = capped & ~by_buffer
+        if np.mean(by_slots) > 0.5 * max_capped_share:  # grow by the draws missing (distinct points grow slower)
+            missing = np.quantile(wanted[by_slots] / np.maximum(kept[by_slots], 1.0), 0.995)
+            slots[f] = min(next_power_of_two(slots[f] * min(max(missing, 2.0), 8.0)), next_power_of_two(sizes[f]))
+        buffers[f] = max(buffers[f], slots[f])
+        lines.append(f"{f}: {100 * share:.1f} % of particles capped -> {slots[f]} slots, {buffers[f]} draws")
+    return slots, buffers, lines

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from recon import checkpoint, conventions, initial, likelihood, priors, projection, quadrature, sagd, sampling
+from recon import checkpoint, conventions, initial, likelihood, lock, priors, projection, quadrature, sagd, sampling
 from recon import report, schedules, symmetry, synthesis
 from recon import step as step_lib
 from recon.ctf import CTFParams
@@ -48,6 +48,7 @@ class Plan:
     max_shift_angstrom: float
     shift_sigma_angstrom: float
     symmetry_matrices: np.ndarray  # (|G|, 3, 3), identity first (C1: just the identity)
+    probe: np.ndarray  # particles whose log p the sampler estimates against the exhaustive sum, once per level
 
 
 def make_plan(config, dataset: ParticleDataset, particles: np.ndarray | None = None) -> Plan:
@@ -73,9 +74,10 @@ def make_plan(config, dataset: ParticleDataset, particles: np.ndarray | None = N
     extent = 2.0 * dataset.particle_radius_angstrom if config.quadrature.angular_extent == "particle" else box_angstrom
     max_shift = config.quadrature.max_shift_angstrom or 0.1 * box_angstrom
     sigma = config.quadrature.shift_sigma_angstrom or 0.05 * box_angstrom
+    probe = (heldout if len(heldout) else np.sort(train))[:config.sampling.get("probe_particles", 0)]
     return Plan(train=np.sort(train), heldout=heldout, batches=batches, resolutions=resolutions, extent_angstrom=extent,
                 max_shift_angstrom=max_shift, shift_sigma_angstrom=sigma,
-                symmetry_matrices=symmetry.group_matrices(config.symmetry))
+                symmetry_matrices=symmetry.group_matrices(config.symmetry), probe=probe)
 
 
 def level_quadrature(plan: Plan, level: int) -> quadrature.Quadrature:
@@ -140,9 +142,10 @@ def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.nda
     if not signal_power > 0.01 * band_pixels:
         signal_power = 0.05 * band_pixels  # below detection: assume the paper's typical SNR in the band
     vft = projection.prepare_volume_ft(jnp.asarray(unit))
-    angles = np.stack([rng.uniform(-180, 180, 32), np.degrees(np.arccos(rng.uniform(-1, 1, 32))),
-                       rng.uniform(-180, 180, 32)], -1)
-    ctf = dataset.meta.ctf.take(sample[:32])
+    k = min(32, len(sample))  # projections to compare with the data (fewer for a tiny dataset)
+    angles = np.stack([rng.uniform(-180, 180, k), np.degrees(np.arccos(rng.uniform(-1, 1, k))),
+                       rng.uniform(-180, 180, k)], -1)
+    ctf = dataset.meta.ctf.take(sample[:k])
 
     render = synthesis.render_batch_fn(size, pixel)
     predicted = np.asarray(render(vft, jnp.asarray(angles, jnp.float32), jnp.zeros((len(angles), 2), jnp.float32),
@@ -245,6 +248,10 @@ class RunState:
     stale_evaluations: int = 0
     last_rremse: float = math.nan
     done: bool = False
+    draw_slots: dict = dataclasses.field(default_factory=dict)  # factor -> distinct points a visit may evaluate
+    draw_buffers: dict = dataclasses.field(default_factory=dict)  # factor -> draws (s0 ESS) a visit may make
+    level_sampled: dict = dataclasses.field(default_factory=dict)  # str(level) -> "trial", "sampled", "exhaustive"
+    exhaustive_seconds: float = 0.0  # seconds per particle and pose of the latest exhaustive minibatches
 
     def tree(self):
         return {"best_pose": self.best_pose, "best_level": self.best_level, "sampler": self.sampler}
@@ -273,7 +280,11 @@ def sampler_capacities(config) -> dict:
     return {"directions": c.max_directions, "inplane": c.max_inplane, "shifts": c.max_shifts}
 
 
-SAMPLER_STREAM = 7  # fold_in constant of the sampler's keys (the initial map uses 0)
+META_KEYS = ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done", "draw_slots", "draw_buffers",
+             "level_sampled", "exhaustive_seconds")
+SAMPLER_STREAM = 7
+EXHAUSTIVE_FRACTION = 0.5  # sampling evaluating more of a level's poses than this: sum them all instead
+TRIAL_STEPS = 4  # sampled minibatches timed (after the compiling one) against the exhaustive sum's cost  # fold_in constant of the sampler's keys (the initial map uses 0)
 
 
 def particle_keys(seed: int, stream: int, iteration, indices):
@@ -304,6 +315,7 @@ def sampling_record(stats: dict | None, sizes: tuple, real: np.ndarray, kl) -> d
         out["sampled"] = False
     else:
         total = np.ones(int(real.sum()))
+        capped = np.zeros(int(real.sum()), bool)
         for f, m in zip(sampling.FACTORS, sizes):
             count = np.asarray(stats[f"{f}_count"], np.float64)[real]
             out[f"fraction_{f}"] = float(np.mean(count / m))
@@ -312,7 +324,9 @@ def sampling_record(stats: dict | None, sizes: tuple, real: np.ndarray, kl) -> d
             out[f"capped_{f}"] = float(np.mean(np.asarray(stats[f"{f}_wanted"])[real]
                                                > np.asarray(stats[f"{f}_num_draws"])[real]))
             total = total * count / m
+            capped |= np.asarray(stats[f"{f}_wanted"])[real] > np.asarray(stats[f"{f}_num_draws"])[real]
         out["fraction_evaluated"] = float(np.mean(total))
+        out["capped"] = float(np.mean(capped))  # particles drawing fewer than s0 ESS in some factor
         out["sampled"] = True
     kl = np.asarray(kl)[real]
     if np.any(np.isfinite(kl)):
@@ -347,12 +361,23 @@ def config_differences(stored: dict, current: dict, prefix: str = "") -> list[st
 
 
 def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, particles: np.ndarray | None = None,
-        start_volume: np.ndarray | None = None) -> dict:
+        start_volume: np.ndarray | None = None, notes=()) -> dict:
     """Reconstruct ab initio into ``workdir`` (resuming from its last checkpoint). Returns a summary dict.
 
     ``particles`` restricts the run to those particle indices; ``start_volume`` ``(D, D, D)`` replaces the random
-    start (both for the halves of a gold-standard run, ``recon/gold_standard.py``)."""
-    try:  # settings checked before anything is written
+    start (both for the halves of a gold-standard run, ``recon/gold_standard.py``). The work folder is locked for
+    the run (``recon/lock.py``): a second run on it stops with one line. ``notes``: lines for the log's header
+    (the settings derived from the data, ``recon/auto_settings.py``, which must have resolved ``config``)."""
+    if config.get("automatic"):
+        raise InputError("an automatic config must be resolved first (recon.auto_settings.prepare)")
+    mesh = device_mesh(config)  # settings checked before anything is written
+    with lock.hold(workdir, writer=jax.process_index() == 0):
+        return _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes)
+
+
+def device_mesh(config):
+    """The data-parallel mesh of ``config.devices`` (None for one device); bad settings raise an ``InputError``."""
+    try:
         mesh = step_lib.make_mesh(config.devices)
     except ValueError as error:
         raise InputError(f"--config.devices: {error}") from None
@@ -360,6 +385,11 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
     if config.batch_size % n_devices:
         raise InputError(f"batch_size {config.batch_size} is not a multiple of the {n_devices} devices "
                          "(--config.devices); the particles of a minibatch are split evenly")
+    return mesh
+
+
+def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) -> dict:
+    n_devices = 1 if mesh is None else mesh.size
     writer = jax.process_index() == 0  # under jax.distributed every process computes, the first one writes
     os.makedirs(os.path.join(workdir, "maps"), exist_ok=True)
     config_path = os.path.join(workdir, "config.json")
@@ -413,7 +443,10 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         opt_state = step_lib.OptaxState(jnp.asarray(volume0), transform.init(jnp.asarray(volume0)),
                                         jnp.asarray(0, jnp.int32))
     host = RunState(best_pose=np.full((len(dataset), 3), -1, np.int32), best_level=np.full(len(dataset), -1, np.int32),
-                    sampler=sampling.init_state(len(dataset), sampler_capacities(config)))
+                    sampler=sampling.init_state(len(dataset), sampler_capacities(config)),
+                    draw_slots=sampler_capacities(config),
+                    draw_buffers={f: 4 * k for f, k in sampler_capacities(config).items()})
+    adapt_slots = bool(config.sampling.adapt_slots)
     use_sampling = bool(config.sampling.enabled)
 
     if resuming:
@@ -423,8 +456,8 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
             opt_state = jax.tree_util.tree_map(jnp.asarray, opt_state)
             host.best_pose, host.best_level = trees["best_pose"], trees["best_level"]
             host.sampler = jax.tree_util.tree_map(np.array, trees["sampler"])
-            for key in ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done"):
-                setattr(host, key, meta[key])
+            for key in META_KEYS:
+                setattr(host, key, meta.get(key, getattr(host, key)))
             progress.line(f"resumed from iteration {int(opt_state.iteration)} ({workdir}/checkpoints)")
             if host.done and can_extend(config, int(opt_state.iteration), host):
                 host.done = False
@@ -435,6 +468,8 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         progress.line(f"{len(dataset)} particles ({len(plan.train)} train, {len(plan.heldout)} held out), "
                       f"{dataset.box_size} px at {pixel:.3g} A/px, {n_batches} minibatches of {batch_size}; "
                       f"levels {', '.join(f'{r:.1f}' for r in plan.resolutions)} A")
+        for note in notes:
+            progress.line(f"settings: {note}")
 
     def output_map(volume):
         """The map as written (snapshots, final.mrc): symmetrised over every frequency when a symmetry is imposed
@@ -451,7 +486,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
 
     def save_checkpoint():
         ensure_finite_map()
-        meta = {k: getattr(host, k) for k in ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done")}
+        meta = {k: getattr(host, k) for k in META_KEYS}
         meta["best_rremse"] = meta["best_rremse"] if math.isfinite(meta["best_rremse"]) else 1e300
         if writer:
             checkpoint.save(ckpt_dir, int(opt_state.iteration), (opt_state, host.tree()), meta,
@@ -466,7 +501,8 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         rule = level_quadrature(plan, level)
         grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / plan.resolutions[level])
         chunk = likelihood.auto_chunk_size(local_batch, grid, limits.table_elements, limits.matrix_rows)
-        level_sampler = sampling.make_level_sampler(rule, sampler_settings(config), sampler_capacities(config))
+        level_sampler = sampling.make_level_sampler(rule, sampler_settings(config), sampler_capacities(config),
+                                                    *((host.draw_slots, host.draw_buffers) if adapt_slots else ()))
         s_chunk = likelihood.sampled_chunk_size(local_batch, level_sampler.capacities, grid.freqs.shape[0],
                                                 limits.sampled_elements)
         fns = step_lib.make_step_functions(grid, pixel, config.prior.kind, strength, n_batches, chunk,
@@ -505,6 +541,28 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
             scatter_factors(host.sampler, safe_rows, new, real_rows)
             host.sampler.last_visit[rows[real_rows]] = at_iteration
             return np.asarray(res.best)[real_rows], np.asarray(res.expected_residual)[real_rows]
+
+        def probe_accuracy(at_iteration, volume):
+            """log p of the probe particles as the sampler estimates it at a visit (each drawn 8 times or more,
+            nothing recorded) against the exhaustive sum: (mean |error|, mean error) relative to the mean |log p|,
+            and the number of estimates; None while a probe particle has no sampler state."""
+            probe = plan.probe
+            if not len(probe) or np.any(host.sampler.last_visit[probe] < 0):
+                return None
+            rows = padded_indices(probe, math.lcm(chunk, n_devices))
+            b, _ = step_lib.place_batch(make_batch(dataset, rows, 0), mesh)
+            exact = np.asarray(evaluate(volume, b.images, b.ctf).log_marginal)[:len(probe)]
+            multiple = math.lcm(s_chunk, n_devices)
+            total = multiple * math.ceil(8 * len(probe) / multiple)
+            rows = np.resize(probe, total)
+            key_ids = rows + len(dataset) * (np.arange(total) // len(probe))  # a fresh draw for every repeat
+            samples, _ = propose_fn(gather_factors(host.sampler, rows), jnp.asarray(host.sampler.last_visit[rows]),
+                                    at_iteration, jnp.asarray(key_ids, jnp.int32), 3)
+            b, samples = step_lib.place_batch(make_batch(dataset, rows, 0), mesh, samples)
+            estimate = np.asarray(evaluate_sampled(volume, b.images, b.ctf, samples).log_marginal)
+            error = estimate - exact[np.arange(total) % len(probe)]
+            scale = float(np.mean(np.abs(exact)))
+            return float(np.mean(np.abs(error))) / scale, float(np.mean(error)) / scale, total
         # The data gradient lives within the level's band (plus the kernels' spread): symmetrise that band only.
         band = min(0.5, pixel / float(plan.resolutions[level]) + 2.0 / dataset.box_size)
         symmetrise_fn = jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices, band))
@@ -520,9 +578,49 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                       "frequencies")
         return types.SimpleNamespace(**{k: v for k, v in locals().items() if k != "level"})
 
+    def size_level(lv, level, iteration):
+        """At a level's start: each factor's slots and draws from what s0 ESS asks for on up to 512 training
+        particles (at most ``max_capped_share`` capped), or every pose summed where sampling would evaluate more
+        than ``EXHAUSTIVE_FRACTION`` of them (proposals not yet informative). A sampled level is on trial until
+        its first minibatches are timed (``judge_trial``). Kept for a resumed run."""
+        if str(level) not in host.level_sampled:
+            seen = plan.train[host.sampler.last_visit[plan.train] >= 0]
+            if not len(seen):
+                return lv
+            rows = np.sort(np.random.default_rng([config.seed, level]).choice(seen, min(512, len(seen)), False))
+            measure = jax.jit(lv.level_sampler.measure)(
+                gather_factors(host.sampler, rows), jnp.asarray(host.sampler.last_visit[rows]),
+                particle_keys(config.seed, 4, iteration, jnp.asarray(rows, jnp.int32)))
+            sizes = dict(zip(sampling.FACTORS, lv.level_sampler.sizes))
+            slots, buffers, fraction = sampling.slots_for_level(measure, sizes, config.sampling.max_capped_share)
+            sampled = fraction <= EXHAUSTIVE_FRACTION
+            host.level_sampled[str(level)] = "trial" if sampled and host.exhaustive_seconds else (
+                "sampled" if sampled else "exhaustive")
+            ess = "/".join(f"{np.median(np.asarray(measure[f][0])) / config.sampling.s0:.1f}" for f in sampling.FACTORS)
+            if sampled:
+                host.draw_slots, host.draw_buffers = slots, buffers
+                progress.line(f"level {level + 1}: importance sampling, {fraction:.1e} of poses per visit (median "
+                              f"ESS {ess}; slots {slots}, draws up to {buffers})")
+            else:
+                progress.line(f"level {level + 1}: every pose summed (median ESS {ess} of "
+                              f"{'/'.join(str(m) for m in sizes.values())}: sampling would evaluate {fraction:.0%} "
+                              "of them)")
+        return compile_level(level) if host.level_sampled[str(level)] != "exhaustive" else lv
+
+    def judge_trial(level, times, points):
+        """A level on trial samples on if its median minibatch time beats the exhaustive sum's, predicted from the
+        latest exhaustive minibatches' seconds per particle and pose (that cost grows in proportion to the poses)."""
+        sampled, predicted = float(np.median(times)), host.exhaustive_seconds * points * batch_size
+        keep = sampled < predicted
+        host.level_sampled[str(level)] = "sampled" if keep else "exhaustive"
+        progress.line(f"level {level + 1}: {'importance sampling' if keep else 'every pose summed'} "
+                      f"({sampled:.2f} s per minibatch sampled, ~{predicted:.2f} s summing every pose)")
+
     opt_state = step_lib.replicate(opt_state, mesh)
     iteration = int(opt_state.iteration)
     compiled_level = None
+    window = []  # recent visits' sampler statistics, to size the slots (config.sampling.adapt_slots)
+    fresh, trial_times, exhaustive_rates = True, [], []  # timing of sampled and exhaustive minibatches
     start_wall = time.time() - host.elapsed
     last_checkpoint = time.time()
     recent = []  # (seconds, particles) of recent iterations
@@ -537,7 +635,10 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         level = schedules.level_at(iteration, levels, per_level)
         if level != compiled_level:
             lv = compile_level(level)
-            compiled_level = level
+            compiled_level, window = level, []
+            if adapt_slots and use_sampling and iteration >= config.sampling.start_iteration:
+                lv = size_level(lv, level, iteration)
+            fresh, trial_times = True, []  # the first step after a compile is not timed
         epoch, position = divmod(iteration, n_batches)
         slot = int(batch_order(config.seed, epoch, n_batches)[position])
         indices = plan.batches[slot]
@@ -548,6 +649,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         safe = np.where(real, indices, indices[real][0])
         old_factors = gather_factors(host.sampler, safe)
         sampled_now = (use_sampling and iteration >= config.sampling.start_iteration
+                       and host.level_sampled.get(str(level)) != "exhaustive"
                        and bool(np.all(host.sampler.last_visit[indices[real]] >= 0)))
         if sampled_now:
             samples, sample_stats = lv.propose_fn(old_factors, jnp.asarray(host.sampler.last_visit[safe]),
@@ -600,6 +702,15 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         scatter_factors(host.sampler, safe, new_factors, real)
         host.sampler.last_visit[indices[real]] = iteration
         seconds = time.time() - t0
+        if adapt_slots and not fresh:
+            if not sampled_now:  # the median of the last 10 (a line search lengthens some)
+                exhaustive_rates = (exhaustive_rates + [seconds / (int(real.sum()) * lv.points_per_particle)])[-10:]
+                host.exhaustive_seconds = float(np.median(exhaustive_rates))
+            elif host.level_sampled.get(str(level)) == "trial":
+                trial_times.append(seconds)
+                if len(trial_times) >= TRIAL_STEPS:
+                    judge_trial(level, trial_times, lv.points_per_particle)
+        fresh = False
         recent = (recent + [(seconds, int(real.sum()))])[-20:]
         rate = sum(p for _, p in recent) / max(sum(s for s, _ in recent), 1e-9)
         iteration += 1
@@ -614,6 +725,18 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         if (device_peak := device_peak_mb()) is not None:
             record["device_peak_mb"] = device_peak
         record.update(sampling_record(sample_stats, lv.level_sampler.sizes, real, kl))
+        if sampled_now and adapt_slots:
+            window = (window + [{f: tuple(np.asarray(sample_stats[f"{f}_{k}"])[real] for k in
+                                          ("wanted", "count", "num_draws")) for f in sampling.FACTORS}])[-10:]
+            if len(window) >= 5:
+                slots, buffers, changes = sampling.grow_slots(
+                    host.draw_slots, host.draw_buffers, dict(zip(sampling.FACTORS, lv.level_sampler.sizes)), window,
+                    config.sampling.max_capped_share)
+                if changes:
+                    host.draw_slots, host.draw_buffers, window = slots, buffers, []
+                    progress.line(f"sampling at {plan.resolutions[level]:.1f} A: {'; '.join(changes)}")
+                    lv = compile_level(level)
+                    fresh, trial_times = True, []
         if schedules.heldout_due(iteration - 1, config.output.heldout_every, per_level) and len(plan.heldout):
             volume = opt_state.volume
             _, residual = lv.evaluate_rows(padded_indices(plan.heldout, lv.eval_multiple), iteration - 1, 1,
@@ -627,6 +750,15 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
                     host.stale_evaluations += 1
                 if host.stale_evaluations >= config.stop.patience:
                     stop_reason = "held-out error stopped improving at the final resolution"
+        if (len(plan.probe) and use_sampling and iteration - 1 >= config.sampling.start_iteration
+                and host.level_sampled.get(str(level)) != "exhaustive"
+                and iteration % per_level == 0 and iteration <= levels * per_level):
+            accuracy = lv.probe_accuracy(iteration - 1, opt_state.volume)
+            if accuracy is not None:
+                record["probe_log_p_relative_error"], record["probe_log_p_relative_bias"] = accuracy[:2]
+                progress.line(f"sampling accuracy at {plan.resolutions[level]:.1f} A: log p off by "
+                              f"{100 * accuracy[0]:.3f} % (bias {100 * accuracy[1]:+.3f} %) over {accuracy[2]} "
+                              f"estimates of {len(plan.probe)} particles; slots {host.draw_slots}")
         progress.metrics(record)
         remaining = max(0, min(config.stop.max_iterations, levels * per_level + config.stop.final_level_iterations)
                         - iteration)
@@ -636,7 +768,8 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
         if schedules.due(iteration, config.output.log_every) or stop_reason:
             if record["sampled"]:
                 poses = (f"IS {record['fraction_evaluated']:.1e} of poses (ESS {record['ess_directions']:.1f}/"
-                         f"{record['ess_inplane']:.1f}/{record['ess_shifts']:.1f})")
+                         f"{record['ess_inplane']:.1f}/{record['ess_shifts']:.1f}, {100 * record['capped']:.0f} % "
+                         "capped)")
             else:
                 poses = "all poses"
             progress.line(f"it {iteration:6d}  {plan.resolutions[level]:5.1f} A  objective {record['objective']:10.3f}  "

@@ -26,7 +26,7 @@ def test_initial_volume_carries_the_data_signal_power_in_the_first_band(tmp_path
     strong."""
     import jax.numpy as jnp
 
-    from experiments.configs import default
+    from experiments.configs import paper
     from recon import conventions, projection, synthesis, training
     from recon.ctf import CTFParams
     from recon.data import open_dataset
@@ -43,7 +43,7 @@ def test_initial_volume_carries_the_data_signal_power_in_the_first_band(tmp_path
     truth = (smooth + sharp).astype(np.float32)
     spec = synthesis.SimulationSpec(num_particles=300, snr=1.0, seed=1)
     meta, _ = synthesis.simulate_dataset(truth, pixel, spec, str(tmp_path), log=lambda *_: None)
-    config = default.get_config()
+    config = paper.get_config()
     config.particle_radius_angstrom = 60.0
     dataset = open_dataset(metadata.read_particles(str(tmp_path / "particles.star")), 60.0, False)
     plan = training.make_plan(config, dataset)

@@ -104,6 +104,7 @@ def test_killed_run_resumes_to_the_same_map(finished_run, dataset_dir, tmp_path)
         time.sleep(float(rng.uniform(0.0, 1.5)))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    assert (workdir / ".lock").exists()  # the killed holder's lock file, which must not block the resume
     result = run_reconstruct(dataset_dir / "particles.star", workdir)
     if not (workdir / "final.mrc").exists() or "resumed from iteration" not in (workdir / "run.log").read_text():
         raise AssertionError((workdir / "run.log").read_text())
@@ -111,6 +112,31 @@ def test_killed_run_resumes_to_the_same_map(finished_run, dataset_dir, tmp_path)
     reference, _ = mrc.read_map(finished_run / "final.mrc")
     np.testing.assert_allclose(resumed, reference, rtol=1e-4, atol=1e-5 * np.abs(reference).max())
     assert json.loads(result.stdout.strip().splitlines()[-1])["iterations"] == 60
+
+
+def test_a_second_run_on_a_busy_folder_is_refused_and_the_first_is_unharmed(finished_run, dataset_dir, tmp_path):
+    """The same command submitted twice: the second stops with one line naming the folder and the first process
+    (exit 2) and writes nothing; the first ends at the uninterrupted run's map, its record written once."""
+    workdir = tmp_path / "busy"
+    first = run_reconstruct(dataset_dir / "particles.star", workdir, wait=False)
+    deadline = time.time() + 600
+    while time.time() < deadline and first.poll() is None and not (workdir / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    cmd = [sys.executable, "-m", "recon.reconstruct", "--particles", str(dataset_dir / "particles.star"),
+           "--workdir", str(workdir), "--config", str(REPO / "experiments/configs/tiny.py"), "--quiet", *OVERRIDES]
+    second = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+                            text=True, timeout=600)
+    assert second.returncode == 2 and second.stdout == ""
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(workdir) in lines[0] and f"process {first.pid} " in lines[0], second.stderr
+    out, err = first.communicate(timeout=900)
+    assert first.returncode == 0, err[-3000:]
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == list(range(1, 61))
+    assert (workdir / "run.log").read_text().count("particles (") == 1  # one header: one run wrote here
+    reference, _ = mrc.read_map(finished_run / "final.mrc")
+    np.testing.assert_allclose(mrc.read_map(workdir / "final.mrc")[0], reference, rtol=1e-4,
+                               atol=1e-5 * np.abs(reference).max())
 
 
 def test_same_command_on_a_finished_run_does_nothing_new(finished_run, dataset_dir):

@@ -158,3 +158,62 @@ def test_sampled_marginal_likelihood_is_unbiased_through_the_whole_pipeline():
     ratio = np.exp(np.asarray(est, np.float64) - exact)  # estimate / exact
     mean, se = ratio.mean(), ratio.std() / np.sqrt(reps)
     assert abs(mean - 1.0) < 4 * se + 1e-3, (mean, se)
+
+
+def test_draws_beyond_the_slots_keep_s0_ess_where_they_fit_and_a_prefix_where_not():
+    """N = s0 ESS draws (up to the buffer) merged into the slots: uncapped when the distinct points fit, so the
+    weights' counts sum to N; otherwise the longest prefix of the draws that fits, with exactly `slots` points."""
+    m = 200
+    q = np.full(m, 0.1 / (m - 3))
+    q[[5, 9, 40]] = 0.3  # ESS ~ 3.3: ~33 draws, almost all on three points
+    log_w = jnp.asarray(np.log(np.full(m, 1.0 / m)), jnp.float32)
+    draw = jax.jit(jax.vmap(lambda k, slots: sampling.draw(k, jnp.asarray(q, jnp.float32), log_w, 16, 10.0, 256),
+                            in_axes=(0, None)), static_argnums=1)
+    d = draw(jax.random.split(jax.random.PRNGKey(2), 500), 16)
+    wanted = 10.0 / np.sum(q**2)
+    fits = np.asarray(d.count) < 16
+    assert fits.mean() > 0.9
+    np.testing.assert_array_equal(np.asarray(d.num_draws)[fits], math.ceil(wanted))  # not capped: all draws
+    uniform = jnp.full((m,), 1.0 / m, jnp.float32)  # ESS = 200: 2,000 draws wanted, 256 in the buffer
+    d = sampling.draw(jax.random.PRNGKey(4), uniform, log_w, 16, 10.0, 256)
+    assert int(d.count) == 16 and 16 <= float(d.num_draws) < 256
+    counts = np.exp(np.asarray(d.log_weight, np.float64)) * float(d.num_draws) * (1.0 / m) / (1.0 / m)
+    np.testing.assert_allclose(counts.sum(), float(d.num_draws), rtol=1e-5)  # the kept draws, all in the slots
+    # the old rule (buffer = slots) draws min(ceil(s0 ESS), slots): nothing beyond the slots is ever drawn
+    assert float(sampling.draw(jax.random.PRNGKey(4), uniform, log_w, 16, 10.0).num_draws) == 16
+
+
+def test_estimate_with_more_draws_than_slots_is_unbiased():
+    rng = np.random.default_rng(3)
+    m = 300
+    f = np.exp(rng.normal(size=m) * 2.0)
+    w = np.full(m, 1.0 / m)
+    exact = float(np.sum(w * f))
+    q = 0.8 * (w * f) / np.sum(w * f) + 0.2 / m
+    ess = 1.0 / np.sum(q**2)
+    draw = jax.jit(jax.vmap(lambda k: sampling.draw(k, jnp.asarray(q, jnp.float32),
+                                                    jnp.asarray(np.log(w), jnp.float32), 128, 10.0, 1024)))
+    d = draw(jax.random.split(jax.random.PRNGKey(0), 4000))
+    assert np.all(np.asarray(d.num_draws) == math.ceil(10 * ess)) and 10 * ess > 128  # more draws than slots, none capped
+    est = np.sum(np.exp(np.asarray(d.log_weight, np.float64)) * f[np.asarray(d.index)], axis=1)
+    mean, se = est.mean(), est.std() / np.sqrt(len(est))
+    assert abs(mean - exact) < 4 * se and se < 0.01 * exact, (mean, exact, se)
+
+
+def test_slots_grow_until_at_most_the_allowed_share_is_capped():
+    sizes = {"directions": 500, "inplane": 40, "shifts": 9}
+    slots, buffers = {"directions": 16, "inplane": 8, "shifts": 16}, {"directions": 64, "inplane": 32, "shifts": 16}
+    n = 1000
+    ok = (np.full(n, 20.0), np.full(n, 10.0), np.full(n, 20.0))  # wanted 20, 10 distinct, 20 kept: uncapped
+    capped_slots = (np.full(n, 40.0), np.full(n, 16.0), np.full(n, 10.0))  # 16 distinct filled after 10 of 40 draws
+    many = np.where(np.arange(n) < 30, 300.0, 20.0)  # 3 % want more draws than the buffer of 32 holds
+    capped_buffer = (many, np.full(n, 8.0), np.minimum(many, 32.0))
+    window = [{"directions": capped_slots, "inplane": capped_buffer, "shifts": ok}]
+    new_slots, new_buffers, lines = sampling.grow_slots(slots, buffers, sizes, window, 0.01)
+    assert new_slots["directions"] == 64 and new_buffers["directions"] == 64  # 16 x 4 (40 wanted / 10 kept)
+    assert new_slots["inplane"] == 8 and new_buffers["inplane"] == 512  # 300 -> the next power of two
+    assert new_slots["shifts"] == 16 and new_buffers["shifts"] == 16  # shifts: 9 points <= 16 slots, exhaustive
+    assert len(lines) == 2
+    few = np.where(np.arange(n) < 5, 40.0, 10.0)  # 0.5 % capped: within the 1 % allowed
+    window = [{"directions": (few, np.full(n, 10.0), np.minimum(few, 10.0)), "inplane": ok, "shifts": ok}]
+    assert sampling.grow_slots(slots, buffers, sizes, window, 0.01)[2] == []

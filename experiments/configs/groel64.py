@@ -7,11 +7,11 @@ Command:  python -m recon.simulate --config experiments/configs/groel64_data.py 
 Target:   FSC 0.5 against the ground truth at 30 A or better within 20 minutes on a 2-core CPU.
 """
 
-from experiments.configs import default
+from experiments.configs import paper
 
 
 def get_config():
-    c = default.get_config()
+    c = paper.get_config()
     c.particle_radius_angstrom = 120.0  # GroEL-GroES reaches 115 A from its centre
     c.quadrature.max_shift_angstrom = 25.0
     c.remat = False  # the 64^3 problem fits in memory: skip the recomputation

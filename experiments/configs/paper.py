@@ -1,6 +1,7 @@
-"""Base reconstruction config: the paper's settings (Sec. 3-4), from which every experiment config derives.
+"""The paper's settings (Sec. 3-4), fixed rather than derived from the data: the base of every experiment config.
+(default.py, the plain command's config, derives its settings from the data instead.)
 
-Command:  python -m recon.reconstruct --particles P.star --workdir W [--config experiments/configs/default.py]
+Command:  python -m recon.reconstruct --particles P.star --workdir W --config experiments/configs/paper.py
           [--config.KEY=VALUE ...]
 Every field can be overridden on the command line, e.g. ``--config.prior.kind=car``.
 """
@@ -11,6 +12,7 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.automatic = False  # True: fields left at 0 / "auto" are derived from the data (recon/auto_settings.py)
     c.batch_size = 200  # minibatches of 200 particles (Sec. 3.2)
     c.max_table_elements = 0  # bounds particles per matrix product (chunk) in a minibatch; 0: CPU 6e6, GPU 2e8
     c.devices = 1  # data parallelism: split each minibatch's particles over this many devices (0: all; recon/step.py)
@@ -26,6 +28,7 @@ def get_config():
     c.schedule.target_resolution_angstrom = 10.0  # ... to 1/10 A (clipped to 0.9 x Nyquist)
     c.schedule.level_ratio = 1.2  # consecutive levels at most this factor apart
     c.schedule.iterations_per_level = 300
+    c.schedule.passes_per_level = 0.0  # > 0: each level lasts this many passes over the training set instead
 
     c.quadrature = ml_collections.ConfigDict()
     c.quadrature.angular_extent = "particle"  # angular step from the particle diameter ("box": the paper's code)
@@ -43,12 +46,16 @@ def get_config():
     c.sampling.start_iteration = 0  # exhaustive sums before this iteration (IS needs a formed map to pay off)
     c.sampling.s0 = 10.0  # samples = s0 x ESS of the proposal
     c.sampling.tau0 = 50.0  # annealing: alpha = max(alpha_min, 2^(-tau/(4 tau0))), T = max(T_min, 2^(10 tau0/tau))
+    c.sampling.tau0_passes = 0.0  # > 0: tau0 in passes over the training set instead (tau0 = this x minibatches)
     c.sampling.alpha_min = 0.05
     c.sampling.temperature_min = 1.25
     c.sampling.bandwidth_factor = 1.0  # kernel sigma = factor x spacing of the previous quadrature
     c.sampling.max_directions = 32  # slots per particle (state and samples per visit); a factor with fewer
     c.sampling.max_inplane = 16  # quadrature points than slots is summed exhaustively
     c.sampling.max_shifts = 16
+    c.sampling.adapt_slots = False  # True: slots and draws per factor grow until at most max_capped_share of the
+    c.sampling.max_capped_share = 0.01  # particles draw fewer than s0 x ESS (the max_* above: the starting slots)
+    c.sampling.probe_particles = 0  # > 0: per level, log p of this many held-out particles sampled vs summed exactly
 
     c.prior = ml_collections.ConfigDict()
     c.prior.kind = "exponential"  # exponential | uniform | car

@@ -6,11 +6,11 @@ Command:  python -m recon.simulate --config experiments/configs/tiny_data.py --o
 Expected: finishes in about a minute on 2 cores.
 """
 
-from experiments.configs import default
+from experiments.configs import paper
 
 
 def get_config():
-    c = default.get_config()
+    c = paper.get_config()
     c.batch_size = 50
     c.num_heldout = 20
     c.schedule.start_resolution_angstrom = 40.0

@@ -1,0 +1,144 @@
+"""The plain command (no --config: settings derived from the data) on molecules it was not tuned on.
+
+    python -m experiments.validate_auto --sets trpv1_64,betagal_64 --out experiments/results/validate_auto_cpu.json
+
+For each set: simulate it (recon.simulate; 10,000 particles, SNR 0.05, offsets of sigma 11 A, unless the set says
+otherwise) if its folder is missing, reconstruct from the true poses (the oracle), run
+``python -m recon.reconstruct --particles P --workdir W`` with nothing else but a time limit, and score the run's
+snapshots against the truth: FSC 0.5 of the final map and the first time it came within 1.2x of the oracle's.
+The JSON is rewritten after every set. Machine, time: 2-core CPU, up to --max_minutes per set plus ~5 minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("sets", ["groel_64", "trpv1_64", "betagal_64", "atpase_64"], "Sets to run (names in SETS).")
+flags.DEFINE_string("data_root", "data/validate", "Where the simulated sets live (made if missing).")
+flags.DEFINE_string("run_root", "runs/validate", "Where the runs go (a finished run is scored again, not rerun).")
+flags.DEFINE_float("max_minutes", 30.0, "Time limit of each run (--config.stop.max_minutes).")
+flags.DEFINE_integer("max_points", 10, "Snapshots scored per run.")
+flags.DEFINE_string("out", "experiments/results/validate_auto_cpu.json", "Results JSON.")
+
+# name -> recon.simulate flags (a map: its path and pixel size, cropped in Fourier space to `box` first).
+SETS = {
+    "groel_64": {"model": "third_party/1aon/1aon.pdb.gz", "box_size": 64, "pixel_size_angstrom": 5.6},  # tuned on
+    "trpv1_64": {"model": f"{SHARED}/structures/3j5p_trpv1.pdb", "box_size": 64, "pixel_size_angstrom": 3.5},
+    "betagal_64": {"map": f"{SHARED}/maps/betagal_ngl.mrc", "map_pixel": 3.54, "box_size": 64},
+    "atpase_64": {"map": f"{SHARED}/maps/atpase_chlamy_insitu.mrc", "map_pixel": 7.84, "box_size": 64},
+}
+COMMON = {"num_particles": 10_000, "snr": 0.05, "shift_sigma_angstrom": 11.0, "seed": 1}
+
+
+def fourier_crop(volume: np.ndarray, box: int) -> np.ndarray:
+    """``volume`` (D^3) resampled to ``box``^3 over the same extent by keeping the central box^3 of its transform."""
+    size = volume.shape[0]
+    if size == box:
+        return volume
+    ft = np.fft.fftshift(np.fft.fftn(volume))
+    lo = size // 2 - box // 2
+    cropped = ft[lo:lo + box, lo:lo + box, lo:lo + box]
+    return np.real(np.fft.ifftn(np.fft.ifftshift(cropped))).astype(np.float32) * (box / size) ** 3
+
+
+def simulate(name: str, folder: str) -> str:
+    from recon.io import mrc
+
+    star = os.path.join(folder, "particles.star")
+    if os.path.exists(star):
+        return star
+    spec = {**COMMON, **SETS[name]}
+    args = []
+    if "map" in spec:
+        volume, _ = mrc.read_map(spec.pop("map"))
+        pixel = spec.pop("map_pixel") * volume.shape[0] / spec["box_size"]
+        os.makedirs(folder + ".src", exist_ok=True)
+        source = os.path.join(folder + ".src", "volume.mrc")
+        mrc.write_map(source, fourier_crop(volume, spec.pop("box_size")), pixel)
+        args += ["--volume", source, "--pixel_size_angstrom", f"{pixel:.4f}"]
+    for key, value in spec.items():
+        args += [f"--{key}", str(value)]
+    subprocess.run([sys.executable, "-m", "recon.simulate", *args, "--out", folder], cwd=REPO, check=True)
+    return star
+
+
+def oracle_fsc(star: str, truth: np.ndarray, pixel: float) -> float:
+    from recon import backprojection, metrics
+    from recon.data import open_dataset
+    from recon.io import metadata
+
+    dataset = open_dataset(metadata.read_particles(star))
+    known = backprojection.reconstruct_known_poses(dataset, snr=COMMON["snr"] * dataset.box_size)
+    return float(metrics.evaluate_maps(known, truth, pixel, do_align=False)[0]["fsc_0.5_angstrom"])
+
+
+def plain_run(star: str, workdir: str) -> float:
+    """The plain command (resumes or returns at once if the run is there); its wall time in seconds."""
+    start = time.time()
+    subprocess.run([sys.executable, "-m", "recon.reconstruct", "--particles", star, "--workdir", workdir, "--quiet",
+                    f"--config.stop.max_minutes={FLAGS.max_minutes}"], cwd=REPO, check=True)
+    return time.time() - start
+
+
+def score(name: str) -> dict:
+    from recon import report
+    from recon.io import mrc
+
+    folder = os.path.join(FLAGS.data_root, name)
+    star = simulate(name, folder)
+    truth, pixel = mrc.read_map(os.path.join(folder, "ground_truth.mrc"))
+    oracle = oracle_fsc(star, truth, pixel)
+    workdir = os.path.join(FLAGS.run_root, name)
+    plain_run(star, workdir)
+    points = report.resolution_curve(workdir, truth, FLAGS.max_points, log=print)
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    within = [p["seconds"] for p in points if p["fsc_0.5_angstrom"] <= 1.2 * oracle]
+    metrics = report.read_metrics(workdir)
+    return {"set": name, "particles": COMMON["num_particles"], "box": int(truth.shape[0]), "pixel_angstrom": pixel,
+            "oracle_fsc_0.5_angstrom": oracle, "fsc_0.5_angstrom": points[-1]["fsc_0.5_angstrom"],
+            "seconds": metrics[-1]["seconds"] if metrics else None, "iterations": len(metrics),
+            "seconds_to_1.2x_oracle": min(within) if within else None, "points": points,
+            "settings": {"particle_radius_angstrom": config["particle_radius_angstrom"],
+                         "max_shift_angstrom": config["quadrature"]["max_shift_angstrom"],
+                         "target_resolution_angstrom": config["schedule"]["target_resolution_angstrom"],
+                         "iterations_per_level": config["schedule"]["iterations_per_level"],
+                         "batch_size": config["batch_size"], "kernel": config["likelihood_kernel"]},
+            "fraction_evaluated_last": next((r["fraction_evaluated"] for r in reversed(metrics)
+                                             if r.get("sampled")), None),
+            "probe_log_p": [{k: r[k] for k in ("iteration", "resolution_angstrom", "probe_log_p_relative_error",
+                                               "probe_log_p_relative_bias")}
+                            for r in metrics if "probe_log_p_relative_error" in r]}
+
+
+def main(argv):
+    del argv
+    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.system()}",
+           "command": "python -m recon.reconstruct --particles P --workdir W "
+                      f"--config.stop.max_minutes={FLAGS.max_minutes}", "rows": []}
+    if os.path.exists(FLAGS.out):
+        out["rows"] = [r for r in json.load(open(FLAGS.out))["rows"] if r["set"] not in FLAGS.sets]
+    for name in FLAGS.sets:
+        out["rows"].append(score(name))
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+        with open(FLAGS.out + ".tmp", "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(FLAGS.out + ".tmp", FLAGS.out)
+        row = out["rows"][-1]
+        print(f"{name}: FSC 0.5 {row['fsc_0.5_angstrom']:.1f} A (oracle {row['oracle_fsc_0.5_angstrom']:.1f} A) "
+              f"after {row['seconds'] / 60:.1f} min; 1.2x oracle at {row['seconds_to_1.2x_oracle']} s", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
