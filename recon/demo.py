@@ -12,9 +12,9 @@ import json
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
-from recon import backprojection, density, metrics, synthesis, training
+from recon import backprojection, cli, density, metrics, synthesis, training
 from recon.data import open_dataset
 from recon.errors import user_errors_exit
 from recon.io import metadata, mrc
@@ -90,4 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
-from recon import metrics
+from recon import cli, metrics
 from recon.errors import InputError, user_errors_exit
 from recon.io import mrc
 
@@ -58,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

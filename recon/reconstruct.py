@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from recon import auto_settings, baselines, gold_standard, training
+from recon import auto_settings, baselines, cli, gold_standard, training
 from recon.data import open_dataset
 from recon.errors import InputError, user_errors_exit
 from recon.io import metadata
@@ -34,8 +33,8 @@ flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initia
 flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0's coordinator.")
 flags.DEFINE_integer("num_processes", None, "With --distributed: the number of processes.")
 flags.DEFINE_integer("process_id", None, "With --distributed: this process's id, 0 .. num_processes - 1.")
-config_flags.DEFINE_config_file("config", os.path.join(REPO, "experiments", "configs", "default.py"),
-                                "Reconstruction config (ml_collections).")
+cli.define_config("config", os.path.join(REPO, "experiments", "configs", "default.py"),
+                  "Reconstruction config (ml_collections); without it, settings derived from the data.")
 
 
 @user_errors_exit
@@ -63,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

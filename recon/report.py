@@ -325,8 +325,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
+
+    from recon import cli
 
     flags.DEFINE_string("workdir", None, "A run's workdir (with final.mrc).")
     flags.DEFINE_string("reference", None, "Optional reference map (e.g. the ground truth) for an FSC curve.")
-    app.run(main)
+    cli.run(main)

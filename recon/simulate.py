@@ -14,10 +14,9 @@ import math
 
 import os
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from recon import density, synthesis
+from recon import cli, density, synthesis
 from recon.errors import InputError, user_errors_exit
 from recon.io import mrc
 
@@ -38,7 +37,7 @@ flags.DEFINE_float("amplitude_contrast", 0.1, "Amplitude contrast fraction.")
 flags.DEFINE_float("bfactor_angstrom2", 0.0, "CTF B-factor envelope (Angstrom^2).")
 flags.DEFINE_float("shift_sigma_angstrom", None, "Standard deviation of the shifts (default: 2 pixels).")
 flags.DEFINE_string("out", None, "Output folder.")
-config_flags.DEFINE_config_file("config", None, "Optional dataset config (experiments/configs/*_data.py); flags "
+cli.define_config("config", None, "Optional dataset config (experiments/configs/*_data.py); flags "
                                 "given explicitly override its fields.")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,4 +118,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

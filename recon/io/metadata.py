@@ -52,7 +52,7 @@ class ParticleMetadata:
         """The single pixel size of the set; an error if particles disagree by more than 0.1%."""
         p = self.pixel_size_angstrom
         if not np.all(np.isfinite(p)) or np.any(p <= 0):
-            raise fail(self.source, "pixel size is unknown, zero or negative; give it with --pixel_size_angstrom")
+            raise fail(self.source, "pixel size is unknown, zero or negative; give it with --config.pixel_size_angstrom")
         if p.max() > p.min() * 1.001:
             raise fail(self.source, f"particles have different pixel sizes ({p.min():.4g} to {p.max():.4g} A); "
                                     "rescale them to one pixel size first")
