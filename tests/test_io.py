@@ -362,3 +362,17 @@ def test_cs_missing_field(tmp_path):
     with open(tmp_path / "q.cs", "wb") as f:
         np.save(f, arr[names])
     _expect("ctf/df1_A", metadata.read_particles, tmp_path / "q.cs")
+
+
+def test_project_relative_stack_names_are_found_from_the_star_files_parent_folders(tmp_path, monkeypatch):
+    """RELION writes `Extract/job007/Movies/a.mrcs` in Extract/job007/particles.star: found from any folder."""
+    job = tmp_path / "project" / "Extract" / "job007"
+    (job / "Movies").mkdir(parents=True)
+    with mrcfile.new(job / "Movies" / "a.mrcs") as m:
+        m.set_data(np.zeros((2, 8, 8), np.float32))
+    (job / "particles.star").write_text(
+        "data_particles\nloop_\n_rlnImageName\n_rlnDefocusU\n_rlnVoltage\n_rlnSphericalAberration\n"
+        "_rlnPixelSize\n1@Extract/job007/Movies/a.mrcs 10000 300 2.7 2.0\n")
+    monkeypatch.chdir(tmp_path)  # neither the project folder nor the job folder
+    meta = star.read_star(job / "particles.star")
+    assert os.path.samefile(meta.stack_paths[0], job / "Movies" / "a.mrcs")

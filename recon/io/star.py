@@ -69,12 +69,19 @@ def _strip(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _resolve_stack(name: str, star_dir: str, data_dir: str | None) -> str:
+    """A stack named in a STAR file: next to the file, then in ``data_dir``, the working directory, and the STAR
+    file's parent folders (RELION names stacks relative to its project folder: ``Extract/job007/...`` in a file
+    inside ``Extract/job007/``)."""
     if os.path.isabs(name):
         return name
     candidates = [os.path.join(star_dir, name)]
     if data_dir:
         candidates += [os.path.join(data_dir, name), os.path.join(data_dir, os.path.basename(name))]
     candidates.append(os.path.abspath(name))
+    parent = os.path.dirname(star_dir)
+    while parent != os.path.dirname(parent):
+        candidates.append(os.path.join(parent, name))
+        parent = os.path.dirname(parent)
     for c in candidates:
         if os.path.exists(c):
             return os.path.abspath(c)
