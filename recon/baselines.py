@@ -47,7 +47,7 @@ def pose_parameters(rule: quadrature.Quadrature, indices: np.ndarray) -> tuple[n
 def run(kind: str, config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> dict:
     if kind not in KINDS:
         raise InputError(f"unknown baseline {kind!r} ({', '.join(KINDS)})")
-    with lock.hold(workdir):  # one run per work folder (recon/lock.py)
+    with lock.hold(workdir, jax.process_index() == 0, training.process_zero_says):  # one run per folder
         return _run(kind, config, dataset, workdir, quiet)
 
 

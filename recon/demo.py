@@ -14,7 +14,7 @@ import time
 
 from absl import flags
 
-from recon import backprojection, cli, density, metrics, synthesis, training
+from recon import backprojection, cli, density, lock, metrics, synthesis, training
 from recon.data import open_dataset
 from recon.errors import user_errors_exit
 from recon.io import metadata, mrc
@@ -33,6 +33,11 @@ BOX_SIZE, PIXEL_SIZE_ANGSTROM, SNR = 64, 5.6, 0.05
 def main(argv):
     del argv
     workdir = os.path.abspath(FLAGS.workdir)
+    with lock.hold(workdir):  # one demo per folder: its data and log are rewritten (recon/lock.py)
+        demo(workdir)
+
+
+def demo(workdir: str):
     os.makedirs(workdir, exist_ok=True)
     log_path = os.path.join(workdir, "demo.log")
     log_file = open(log_path, "w")

@@ -59,7 +59,7 @@ def part_configs(config, dataset: ParticleDataset):
 def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, notes=()) -> dict:
     """``notes``: lines for the shared run's log (the settings derived from the data)."""
     training.device_mesh(config)  # settings checked before anything is written
-    with lock.hold(workdir, writer=jax.process_index() == 0):  # one run per work folder (recon/lock.py)
+    with lock.hold(workdir, jax.process_index() == 0, training.process_zero_says):  # one run per folder
         return _run(config, dataset, workdir, quiet, notes)
 
 

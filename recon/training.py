@@ -371,8 +371,17 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, par
     if config.get("automatic"):
         raise InputError("an automatic config must be resolved first (recon.auto_settings.prepare)")
     mesh = device_mesh(config)  # settings checked before anything is written
-    with lock.hold(workdir, writer=jax.process_index() == 0):
+    with lock.hold(workdir, writer=jax.process_index() == 0, agree=process_zero_says):
         return _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes)
+
+
+def process_zero_says(value: bool) -> bool:
+    """Process 0's ``value`` on every process (a multi-host run decides together); ``value`` itself on one."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(value)))
 
 
 def device_mesh(config):

@@ -80,3 +80,31 @@ def test_every_kind_of_run_refuses_a_held_folder_and_writes_nothing(dataset, tmp
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    ran = False
+    with lock.hold(str(tmp_path)):
+        ran = True
+    assert ran and "cannot lock files" in capsys.readouterr().err
+
+
+def test_every_process_of_a_job_stops_when_process_0_is_refused(tmp_path):
+    """Multi-host: process 0 tries the lock and the others follow its answer (here the answer is given directly)."""
+    proc = start_holder(tmp_path)
+    try:
+        with pytest.raises(InputError, match="in use by another run"):
+            with lock.hold(str(tmp_path), writer=False, agree=lambda ok: False):  # process 1 hears "refused"
+                pass
+        with lock.hold(str(tmp_path / "free"), writer=False, agree=lambda ok: True):  # and "granted"
+            pass
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()

@@ -122,6 +122,7 @@ def test_a_second_run_on_a_busy_folder_is_refused_and_the_first_is_unharmed(fini
     deadline = time.time() + 600
     while time.time() < deadline and first.poll() is None and not (workdir / "metrics.jsonl").exists():
         time.sleep(0.2)
+    assert first.poll() is None, "the first run ended before the second could start"
     cmd = [sys.executable, "-m", "recon.reconstruct", "--particles", str(dataset_dir / "particles.star"),
            "--workdir", str(workdir), "--config", str(REPO / "experiments/configs/tiny.py"), "--quiet", *OVERRIDES]
     second = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,

@@ -45,7 +45,8 @@ IGNORED_COLUMNS = frozenset(f"rln{label}" for label in """
     MaxValueProbDistribution NrOfSignificantSamples NormCorrection NrOfFrames AverageNrOfFrames AngleRotPrior
     AngleTiltPrior AnglePsiPrior AnglePsiFlipRatio AnglePsiFlip OriginXPrior OriginYPrior OriginXPriorAngst
     OriginYPriorAngst OriginZ OriginZAngst BeamTiltX BeamTiltY BeamTiltClass OddZernike EvenZernike MagMat00
-    MagMat01 MagMat10 MagMat11""".split())
+    MagMat01 MagMat10 MagMat11 CtfIceRingDensity ParticleSelectZScore ImageSizeX ImageSizeY ImageSizeZ MicrographId
+    TomoName""".split())
 
 
 def _read_blocks(path) -> dict:
