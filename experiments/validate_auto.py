@@ -33,6 +33,7 @@ flags.DEFINE_string("run_root", "runs/validate", "Where the runs go (a finished 
 flags.DEFINE_float("max_minutes", 30.0, "Time limit of each run (--config.stop.max_minutes).")
 flags.DEFINE_integer("max_points", 10, "Snapshots scored per run.")
 flags.DEFINE_string("out", "experiments/results/validate_auto_cpu.json", "Results JSON.")
+flags.DEFINE_bool("score_only", False, "Score the runs already in --run_root as they are (stopped by hand included).")
 
 # name -> recon.simulate flags (a map: its path and pixel size, cropped in Fourier space to `box` first).
 SETS = {
@@ -103,7 +104,8 @@ def score(name: str) -> dict:
     truth, pixel = mrc.read_map(os.path.join(folder, "ground_truth.mrc"))
     oracle = oracle_fsc(star, truth, pixel)
     workdir = os.path.join(FLAGS.run_root, name)
-    plain_run(star, workdir)
+    if not FLAGS.score_only:
+        plain_run(star, workdir)
     points = report.resolution_curve(workdir, truth, FLAGS.max_points, log=print)
     config = json.load(open(os.path.join(workdir, "config.json")))
     within = [p["seconds"] for p in points if p["fsc_0.5_angstrom"] <= 1.2 * oracle]

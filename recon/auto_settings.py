@@ -6,9 +6,9 @@ records (config.json) and works with; the choices are also returned as lines for
 
 * particle radius: from the radial profile of the pixel variance across a sample of low-passed images (the
   molecule, its shift spread and its CTF delocalisation raise the variance above the background's);
-* shifts: a disk of ``MAX_SHIFT_FRACTION`` of the box and a Gaussian prior of ``SHIFT_SIGMA_FRACTION`` (from the
-  box, not measured: single images at the SNR of cryo-EM cannot be centred one by one, and the offsets of
-  extracted particles scale with the box that was chosen for them);
+* shifts: a starting disk of ``MAX_SHIFT_FRACTION`` of the box and a Gaussian prior of ``SHIFT_SIGMA_FRACTION``
+  (single images at the SNR of cryo-EM cannot be centred one by one), then, with ``quadrature.adapt_shifts``, the
+  disk widened before each level to 3.5 sigma of the offsets the particles' shift posteriors measure;
 * schedule: from 40 A (or a quarter of the box) to the resolution 0.9 x Nyquist allows but not finer than
   ``FINEST_TARGET_ANGSTROM``; each level lasts ``passes_per_level`` passes over the training set, chosen so that a
   level holds about ``PARTICLES_PER_LEVEL`` particle visits (at least 0.05 and at most 10 passes);
@@ -114,7 +114,8 @@ def resolve(config, dataset: ParticleDataset) -> tuple[object, list[str]]:
         q.max_shift_angstrom = round(MAX_SHIFT_FRACTION * box_angstrom, 1)
     if not q.shift_sigma_angstrom:
         q.shift_sigma_angstrom = round(SHIFT_SIGMA_FRACTION * box_angstrom, 1)
-    lines.append(f"shifts up to {q.max_shift_angstrom:.1f} A, prior sigma {q.shift_sigma_angstrom:.1f} A")
+    lines.append(f"shifts up to {q.max_shift_angstrom:.1f} A to start with, prior sigma {q.shift_sigma_angstrom:.1f} A"
+                 + (" (the disk widens from the measured offsets)" if c.quadrature.get("adapt_shifts") else ""))
     s = c.schedule
     if not s.target_resolution_angstrom:
         s.target_resolution_angstrom = math.ceil(100 * max(2.0 * pixel / 0.9, FINEST_TARGET_ANGSTROM)) / 100

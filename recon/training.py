@@ -80,10 +80,12 @@ def make_plan(config, dataset: ParticleDataset, particles: np.ndarray | None = N
                 symmetry_matrices=symmetry.group_matrices(config.symmetry), probe=probe)
 
 
-def level_quadrature(plan: Plan, level: int) -> quadrature.Quadrature:
-    """The level's quadrature; with a symmetry, its view directions restricted to the asymmetric unit."""
+def level_quadrature(plan: Plan, level: int, max_shift_angstrom: float | None = None) -> quadrature.Quadrature:
+    """The level's quadrature; with a symmetry, its view directions restricted to the asymmetric unit.
+    ``max_shift_angstrom``: the level's shift disk where the run widened it (default: the plan's)."""
     omega = 1.0 / plan.resolutions[level]
-    rule = quadrature.make_quadrature(omega, plan.extent_angstrom, plan.max_shift_angstrom, plan.shift_sigma_angstrom)
+    rule = quadrature.make_quadrature(omega, plan.extent_angstrom, max_shift_angstrom or plan.max_shift_angstrom,
+                                      plan.shift_sigma_angstrom)
     if len(plan.symmetry_matrices) > 1:
         rule = quadrature.restrict_directions(rule, symmetry.asymmetric_unit(rule.directions, plan.symmetry_matrices))
     return rule
@@ -251,6 +253,7 @@ class RunState:
     draw_slots: dict = dataclasses.field(default_factory=dict)  # factor -> distinct points a visit may evaluate
     draw_buffers: dict = dataclasses.field(default_factory=dict)  # factor -> draws (s0 ESS) a visit may make
     level_sampled: dict = dataclasses.field(default_factory=dict)  # str(level) -> "trial", "sampled", "exhaustive"
+    shift_disks: dict = dataclasses.field(default_factory=dict)  # str(level) -> shift disk radius (A), if widened
     exhaustive_seconds: float = 0.0  # seconds per particle and pose of the latest exhaustive minibatches
 
     def tree(self):
@@ -281,7 +284,7 @@ def sampler_capacities(config) -> dict:
 
 
 META_KEYS = ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done", "draw_slots", "draw_buffers",
-             "level_sampled", "exhaustive_seconds")
+             "level_sampled", "exhaustive_seconds", "shift_disks")
 SAMPLER_STREAM = 7
 EXHAUSTIVE_FRACTION = 0.5  # sampling evaluating more of a level's poses than this: sum them all instead
 TRIAL_STEPS = 4  # sampled minibatches timed (after the compiling one) against the exhaustive sum's cost  # fold_in constant of the sampler's keys (the initial map uses 0)
@@ -507,7 +510,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
 
     def compile_level(level):
         """The jitted functions of one level (compiled on first use) and its grid and sampler."""
-        rule = level_quadrature(plan, level)
+        rule = level_quadrature(plan, level, host.shift_disks.get(str(level)))
         grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / plan.resolutions[level])
         chunk = likelihood.auto_chunk_size(local_batch, grid, limits.table_elements, limits.matrix_rows)
         level_sampler = sampling.make_level_sampler(rule, sampler_settings(config), sampler_capacities(config),
@@ -616,6 +619,25 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                               "of them)")
         return compile_level(level) if host.level_sampled[str(level)] != "exhaustive" else lv
 
+    def widen_shift_disk(level):
+        """Before a level: the shift disk widened (never narrowed) to 3.5 sigma of the particles' offsets as their
+        shift posteriors from the last visits measure them (the points each particle's sampler state keeps), at
+        most a third of the box, so that no particle lies silently outside it."""
+        rows = plan.train[host.sampler.last_visit[plan.train] >= 0]
+        previous = host.shift_disks.get(str(level - 1), plan.max_shift_angstrom)
+        disk = previous
+        if len(rows):
+            log_phi = host.sampler.shifts.log_phi[rows].astype(np.float64)
+            weights = np.exp(log_phi - log_phi.max(axis=1, keepdims=True))
+            weights /= weights.sum(axis=1, keepdims=True)
+            second = np.sum(weights * np.sum(host.sampler.shifts.points[rows].astype(np.float64) ** 2, -1), -1)
+            sigma = math.sqrt(np.mean(second) / 2.0)
+            disk = max(previous, min(3.5 * sigma, dataset.box_size * pixel / 3.0))
+            if disk > previous + 1e-6:
+                progress.line(f"level {level + 1}: shift disk widened to {disk:.1f} A (offsets measured with a sigma "
+                              f"of {sigma:.1f} A on {len(rows)} particles; it was {previous:.1f} A)")
+        host.shift_disks[str(level)] = round(float(disk), 2)
+
     def judge_trial(level, times, points):
         """A level on trial samples on if its median minibatch time beats the exhaustive sum's, predicted from the
         latest exhaustive minibatches' seconds per particle and pose (that cost grows in proportion to the poses)."""
@@ -643,6 +665,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             break
         level = schedules.level_at(iteration, levels, per_level)
         if level != compiled_level:
+            if config.quadrature.get("adapt_shifts") and level > 0 and str(level) not in host.shift_disks:
+                widen_shift_disk(level)
             lv = compile_level(level)
             compiled_level, window = level, []
             if adapt_slots and use_sampling and iteration >= config.sampling.start_iteration:
@@ -839,7 +863,7 @@ def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState)
         if level < 0:
             continue
         if level not in rules:
-            rules[level] = level_quadrature(plan, level)
+            rules[level] = level_quadrature(plan, level, host.shift_disks.get(str(level)))
         rule = rules[level]
         d, p, t = host.best_pose[i]
         rot, tilt = quadrature.directions_to_angles(rule.directions[d])

@@ -3,13 +3,14 @@ proposals and decides, slots grow while too many particles are capped, and the p
 sampler's log p with the exhaustive sum."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from recon import synthesis, training
 from recon.data import open_dataset
-from recon.io import metadata
+from recon.io import metadata, star
 from experiments.configs import tiny
 from tests.conftest import blob_volume
 
@@ -30,6 +31,7 @@ def adaptive_config(**sampling):
     c.stop.max_iterations, c.output.heldout_every = 36, 12
     c.sampling.adapt_slots, c.sampling.probe_particles, c.sampling.start_iteration = True, 4, 12
     c.sampling.tau0 = 2.0
+    c.quadrature.adapt_shifts = True
     for key, value in sampling.items():
         c.sampling[key] = value
     return c
@@ -50,6 +52,14 @@ def test_every_level_decides_and_reports_and_slots_grow_when_capped(dataset, tmp
         assert "particles capped ->" in log or "every pose summed" in log
     stored = json.loads((workdir / "config.json").read_text())
     assert stored["sampling"]["adapt_slots"] is True
+    # Offsets of sigma 12 A (2 px) against the default disk of 10 % of the box, 14.4 A: half the particles lie
+    # outside it. Level 2 (the first whose lattice has more than one shift in the disk) measures them, the disk
+    # widens for level 3, and the poses then reach past 14.4 A.
+    widened = re.search(r"level 3: shift disk widened to ([\d.]+) A \(offsets measured with a sigma of ([\d.]+) A", log)
+    assert widened, log
+    assert 6.0 <= float(widened.group(2)) <= 24.0 and float(widened.group(1)) > 14.4
+    origins = np.hypot(*star.read_star(workdir / "poses.star").origins_angstrom.T)
+    assert np.mean(origins > 14.5) > 0.2, np.mean(origins > 14.5)
 
 
 def test_the_probe_is_exact_when_the_slots_hold_every_pose(dataset, tmp_path):

@@ -20,6 +20,7 @@ def get_config():
     c.schedule.iterations_per_level = 0
     c.quadrature.max_shift_angstrom = 0.0
     c.quadrature.shift_sigma_angstrom = 0.0
+    c.quadrature.adapt_shifts = True
     c.likelihood_kernel = "auto"
     c.optimizer.line_search = "auto"
     del c["remat"]
@@ -30,6 +31,7 @@ def get_config():
     c.sampling.max_directions = 16
     c.sampling.max_inplane = 8
     c.sampling.max_shifts = 8
+    c.sampling.s0 = 3.0  # uncapped N = 3 ESS: ~3x the speed of s0 = 10 at 24 A (64 px); probe error 4.7 % vs 3.3 %
     c.sampling.adapt_slots = True
     c.sampling.probe_particles = 4
     c.stop.max_iterations = 100_000

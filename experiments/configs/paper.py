@@ -34,6 +34,7 @@ def get_config():
     c.quadrature.angular_extent = "particle"  # angular step from the particle diameter ("box": the paper's code)
     c.quadrature.max_shift_angstrom = 0.0  # 0: 10% of the box
     c.quadrature.shift_sigma_angstrom = 0.0  # Gaussian shift prior; 0: 5% of the box
+    c.quadrature.adapt_shifts = False  # True: before each level, widen the disk to 3.5 sigma of the measured offsets
 
     # Interpolation of the map's slices and the images' rotated transforms (zero-padded by the oversampling):
     # kaiser_bessel (width 4, ~1e-3 off the exact slice at 2x) | kaiser_bessel6 | linear (2.5% at 3x, 4x cheaper)
