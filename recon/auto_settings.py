@@ -29,7 +29,7 @@ import numpy as np
 
 from recon import conventions
 from recon.data import ParticleDataset, estimate_noise_sigma
-from recon.errors import fail
+from recon.errors import InputError, fail
 
 PARTICLES_PER_LEVEL = 15_000
 FINEST_TARGET_ANGSTROM = 9.0
@@ -79,6 +79,8 @@ def sample_images(dataset: ParticleDataset, seed: int) -> np.ndarray:
 def in_passes(c, num_particles: int) -> int:
     """Turn ``schedule.passes_per_level`` and ``sampling.tau0_passes`` (where > 0) into iterations in ``c``;
     returns the number of minibatches of a pass."""
+    if not c.batch_size:
+        raise InputError("batch_size 0 is chosen from the data only with --config.automatic=True; give a batch size")
     n_train = num_particles - min(c.num_heldout, num_particles // 10)
     n_batches = math.ceil(n_train / c.batch_size)
     if c.schedule.passes_per_level:
@@ -122,8 +124,13 @@ def resolve(config, dataset: ParticleDataset) -> tuple[object, list[str]]:
     if not s.start_resolution_angstrom:
         s.start_resolution_angstrom = round(max(min(40.0, box_angstrom / 4.0), s.target_resolution_angstrom), 2)
     n_train = n - min(c.num_heldout, n // 10)
-    if not c.batch_size:
-        c.batch_size = int(max(10, min(200, n_train // 8)))
+    if not c.batch_size:  # a multiple of the devices that split each minibatch
+        import jax
+
+        devices = c.devices or jax.device_count()
+        c.batch_size = int(max(10, min(200, n_train // 8)) // devices * devices) or devices
+    if c.sampling.tau0:  # a given tau0 (iterations) wins over the default in passes
+        c.sampling.tau0_passes = 0.0
     if not s.iterations_per_level and not s.passes_per_level:
         s.passes_per_level = round(min(max(PARTICLES_PER_LEVEL / n_train, 0.05), 10.0), 3)
     n_batches = in_passes(c, n)
@@ -141,8 +148,10 @@ def resolve(config, dataset: ParticleDataset) -> tuple[object, list[str]]:
                  f"({levels[min(smp.start_iteration // s.iterations_per_level, len(levels) - 1)]:.1f} A), "
                  f"annealing tau0 {smp.tau0:g} iterations ({smp.tau0 / n_batches:.2f} passes)")
     if c.likelihood_kernel == "auto":
-        c.likelihood_kernel, c.likelihood_oversampling = ("linear", 3) if size <= 96 else ("kaiser_bessel", 2)
-        lines.append(f"interpolation {c.likelihood_kernel} at {c.likelihood_oversampling}x ({size} px box)")
+        c.likelihood_kernel = "linear" if size <= 96 else "kaiser_bessel"
+    if not c.likelihood_oversampling:  # 3x for linear interpolation (2.5 % off the slice), 2x for Kaiser-Bessel
+        c.likelihood_oversampling = 3 if c.likelihood_kernel == "linear" else 2
+    lines.append(f"interpolation {c.likelihood_kernel} at {c.likelihood_oversampling}x ({size} px box)")
     if c.optimizer.line_search == "auto":  # along the SAGD step where steps are long (large boxes, fine levels)
         c.optimizer.line_search = "minibatch" if size <= 96 else "step"
     if isinstance(c.remat, str):  # recompute chunks in the backward pass only where memory asks for it

@@ -542,6 +542,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             b, _ = step_lib.place_batch(make_batch(dataset, rows, 0), mesh)
             old = gather_factors(host.sampler, safe_rows)
             if (use_sampling and at_iteration >= config.sampling.start_iteration
+                    and host.level_sampled.get(str(level)) != "exhaustive"
                     and np.all(host.sampler.last_visit[rows[real_rows]] >= 0)):
                 samples, _ = propose_fn(old, jnp.asarray(host.sampler.last_visit[safe_rows]),
                                         at_iteration, jnp.asarray(safe_rows, jnp.int32), stream)
@@ -564,7 +565,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             rows = padded_indices(probe, math.lcm(chunk, n_devices))
             b, _ = step_lib.place_batch(make_batch(dataset, rows, 0), mesh)
             exact = np.asarray(evaluate(volume, b.images, b.ctf).log_marginal)[:len(probe)]
-            multiple = math.lcm(s_chunk, n_devices)
+            multiple = s_chunk * n_devices  # the sampled evaluation splits rows over devices, then into chunks
             total = multiple * math.ceil(8 * len(probe) / multiple)
             rows = np.resize(probe, total)
             key_ids = rows + len(dataset) * (np.arange(total) // len(probe))  # a fresh draw for every repeat
@@ -574,7 +575,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             estimate = np.asarray(evaluate_sampled(volume, b.images, b.ctf, samples).log_marginal)
             error = estimate - exact[np.arange(total) % len(probe)]
             scale = float(np.mean(np.abs(exact)))
-            return float(np.mean(np.abs(error))) / scale, float(np.mean(error)) / scale, total
+            return (float(np.mean(np.abs(error))) / scale, float(np.mean(error)) / scale, total,
+                    float(np.mean(np.abs(error))), float(np.mean(error)))
         # The data gradient lives within the level's band (plus the kernels' spread): symmetrise that band only.
         band = min(0.5, pixel / float(plan.resolutions[level]) + 2.0 / dataset.box_size)
         symmetrise_fn = jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices, band))
@@ -642,7 +644,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         """A level on trial samples on if its median minibatch time beats the exhaustive sum's, predicted from the
         latest exhaustive minibatches' seconds per particle and pose (that cost grows in proportion to the poses)."""
         sampled, predicted = float(np.median(times)), host.exhaustive_seconds * points * batch_size
-        keep = sampled < predicted
+        keep = process_zero_says(sampled < predicted)  # every process of a multi-host run takes process 0's choice
         host.level_sampled[str(level)] = "sampled" if keep else "exhaustive"
         progress.line(f"level {level + 1}: {'importance sampling' if keep else 'every pose summed'} "
                       f"({sampled:.2f} s per minibatch sampled, ~{predicted:.2f} s summing every pose)")
@@ -789,9 +791,11 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             accuracy = lv.probe_accuracy(iteration - 1, opt_state.volume)
             if accuracy is not None:
                 record["probe_log_p_relative_error"], record["probe_log_p_relative_bias"] = accuracy[:2]
+                record["probe_log_p_error_nats"], record["probe_log_p_bias_nats"] = accuracy[3:]
                 progress.line(f"sampling accuracy at {plan.resolutions[level]:.1f} A: log p off by "
-                              f"{100 * accuracy[0]:.3f} % (bias {100 * accuracy[1]:+.3f} %) over {accuracy[2]} "
-                              f"estimates of {len(plan.probe)} particles; slots {host.draw_slots}")
+                              f"{100 * accuracy[0]:.3f} % = {accuracy[3]:.2f} nats (bias {100 * accuracy[1]:+.3f} % "
+                              f"= {accuracy[4]:+.2f} nats) over {accuracy[2]} estimates of {len(plan.probe)} "
+                              f"particles; slots {host.draw_slots}")
         progress.metrics(record)
         remaining = max(0, min(config.stop.max_iterations, levels * per_level + config.stop.final_level_iterations)
                         - iteration)

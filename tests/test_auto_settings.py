@@ -43,14 +43,17 @@ def open_raw(path):
     return open_dataset(metadata.read_particles(str(path)), estimate_noise=False)
 
 
-@pytest.mark.parametrize("radius", [8, 12])
-def test_particle_radius_comes_from_the_images(balls, radius):
+def test_particle_radius_comes_from_the_images(balls):
     """The ball's edge, widened by at most its shifts (1 px), the 20-A low-pass (2 px) and the CTF's spread
-    (delocalisation of ~6 px at 3 um and 1/20 A, of which the 5 % threshold keeps a little): within -1 / +6 px."""
-    config, lines = auto_settings.prepare(default.get_config(), open_raw(balls[radius]))
-    estimate = config.particle_radius_angstrom / PIXEL
-    assert radius - 1 <= estimate <= radius + 6, estimate
-    assert any("particle radius" in line for line in lines)
+    (delocalisation of ~6 px at 3 um and 1/20 A, of which the 5 % threshold keeps a little): within -1 / +6 px;
+    and it follows the ball: the two estimates differ by the 4 px between the balls, within 2 px."""
+    estimates = {}
+    for radius in (8, 12):
+        config, lines = auto_settings.prepare(default.get_config(), open_raw(balls[radius]))
+        estimates[radius] = config.particle_radius_angstrom / PIXEL
+        assert radius - 1 <= estimates[radius] <= radius + 6, estimates
+        assert any("particle radius" in line for line in lines)
+    assert abs(estimates[12] - estimates[8] - 4.0) <= 2.0, estimates
 
 
 def test_the_schedule_is_counted_in_passes_and_the_choices_follow_the_box(balls):
@@ -78,10 +81,14 @@ def test_given_values_are_kept(balls):
     dataset = open_raw(balls[8])
     c = default.get_config()
     c.batch_size, c.particle_radius_angstrom, c.likelihood_kernel = 20, 70.0, "kaiser_bessel"
-    c.schedule.iterations_per_level, c.sampling.start_iteration = 33, 7
+    c.schedule.iterations_per_level, c.sampling.start_iteration, c.sampling.tau0 = 33, 7, 12.0
     config, _ = auto_settings.prepare(c, dataset)
     assert (config.batch_size, config.particle_radius_angstrom, config.likelihood_kernel) == (20, 70.0, "kaiser_bessel")
     assert (config.schedule.iterations_per_level, config.sampling.start_iteration) == (33, 7)
+    assert config.sampling.tau0 == 12.0 and config.likelihood_oversampling == 2  # Kaiser-Bessel's own
+    c = default.get_config()
+    c.likelihood_oversampling = 4
+    assert auto_settings.resolve(c, dataset)[0].likelihood_oversampling == 4
     assert dataset.particle_radius_angstrom == 70.0
 
 
