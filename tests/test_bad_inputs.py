@@ -36,7 +36,9 @@ def test_bad_input_gets_one_clear_line(name, config, tmp_path):
     assert "Traceback" not in result.stderr
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
-    assert case["names"] in lines[0] and case["expect"] in lines[0], lines[0]
+    # the plain command refuses a set under 50 particles before looking at its pixels: also one line naming it
+    expected = [case["expect"]] + (["particles: too few for an ab initio reconstruction"] if config == "plain" else [])
+    assert case["names"] in lines[0] and any(e in lines[0] for e in expected), lines[0]
     assert not workdir.exists()
     assert result.stdout.strip() == ""
 
@@ -63,6 +65,6 @@ def test_a_bad_config_key_is_one_line_naming_it(flag, expect, tmp_path):
 def test_help_lists_the_flags_and_config_keys_and_exits_0():
     result = reconstruct("--help")
     assert result.returncode == 0, result.stderr
-    for text in ("--particles", "--workdir", "--config.sampling.s0=10.0", "--config.particle_radius_angstrom=0.0",
+    for text in ("--particles", "--workdir", "--config.sampling.s0=3.0", "--config.particle_radius_angstrom=0.0",
                  "--config.automatic=True"):
         assert text in result.stdout, text
