@@ -79,14 +79,38 @@ def test_simulate_writes_dataset_and_ground_truth(simulated):
     assert truth.max() > 0 and not (simulated / ".simulate-").exists()
 
 
-def test_evaluate_map_against_itself_gives_fsc_one(simulated, tmp_path):
+def test_evaluate_reports_the_fsc_of_a_noisy_copy(simulated, tmp_path):
+    """recon.evaluate --noalign on the truth and a copy with white noise (4x the map's standard deviation) against a
+    textbook FSC: numpy's FFT of the same masked maps (the soft sphere recon.metrics.evaluate_maps applies), summed
+    in shells of one Fourier voxel, Re sum F1 F2* / sqrt(sum |F1|^2 sum |F2|^2), and its first crossing of 0.5
+    interpolated linearly in frequency. The copy's FSC falls from 1 to ~0.25, so an FSC blind to its second map, or
+    one that bins the shells wrongly, fails. Tolerances: "fsc" is printed to 4 decimals; the resolution comes from
+    the unrounded curve, which differs from this one by the float32 rounding of the masked maps (~1e-7)."""
     gt = str(simulated / "ground_truth.mrc")
-    result = run_cli("recon.evaluate", "--map", gt, "--reference", gt, "--noalign", "--fsc_png",
-                     str(tmp_path / "fsc.png"))
+    truth, pixel = mrc.read_map(gt)
+    rng = np.random.default_rng(0)
+    mrc.write_map(str(tmp_path / "noisy.mrc"), truth + 4.0 * truth.std() * rng.normal(size=truth.shape), pixel)
+    result = run_cli("recon.evaluate", "--map", str(tmp_path / "noisy.mrc"), "--reference", gt, "--noalign",
+                     "--fsc_png", str(tmp_path / "fsc.png"))
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    np.testing.assert_allclose(out["fsc"], 1.0, atol=1e-6)
-    assert np.isclose(out["fsc_0.5_angstrom"], 16.0)  # Nyquist
+
+    size = truth.shape[0]
+    mask = metrics.soft_sphere_mask(size, size / 2 - 3).astype(np.float64)
+    f1 = np.fft.fftn(mrc.read_map(str(tmp_path / "noisy.mrc"))[0] * mask)
+    f2 = np.fft.fftn(truth * mask)
+    k = np.fft.fftfreq(size) * size
+    shell = np.rint(np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2)).astype(int)
+    n = size // 2 + 1
+    inside = shell < n
+    sums = [np.bincount(shell[inside], v[inside], n) for v in ((f1 * f2.conj()).real, np.abs(f1) ** 2, np.abs(f2) ** 2)]
+    expected = sums[0] / np.sqrt(sums[1] * sums[2])
+    assert expected[1] > 0.95 and expected[-1] < 0.4  # informative: the curve crosses 0.5 inside the band
+    np.testing.assert_allclose(out["fsc"], expected, atol=1e-4)
+    freqs = np.arange(n) / (size * pixel)
+    i = 1 + np.nonzero(expected[1:] < 0.5)[0][0]
+    crossing = freqs[i - 1] + (expected[i - 1] - 0.5) / (expected[i - 1] - expected[i]) * (freqs[i] - freqs[i - 1])
+    assert np.isclose(out["fsc_0.5_angstrom"], 1.0 / crossing, rtol=1e-5), (out["fsc_0.5_angstrom"], 1.0 / crossing)
     assert (tmp_path / "fsc.png").stat().st_size > 1000
 
 
