@@ -1,4 +1,4 @@
-"""Benchmark harness (issue 6): one command, one JSON with the machine's description, saved under
+"""Benchmark harness: one command, one JSON with the machine's description, saved under
 experiments/results/bench_NAME.json and printed.
 
     python experiments/bench.py --particles data/groel64/particles.star --map data/groel64/ground_truth.mrc \

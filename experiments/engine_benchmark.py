@@ -1,4 +1,4 @@
-"""Engine targets (issue 3): throughput against the machine's matrix-multiply rate, resolution against time of a
+"""Engine targets: throughput against the machine's matrix-multiply rate, resolution against time of a
 GroEL-GroES run, and memory.
 
     python experiments/engine_benchmark.py kernel [--particles data/groel64/particles.star]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark harness on one GPU (issue 6), within one 10-minute command: simulate the paper-sized GroEL-GroES set
+# The benchmark harness on one GPU, within one 10-minute command: simulate the paper-sized GroEL-GroES set
 # (40,000 particles, 128 x 128 at 2.8 A/px, SNR 0.05), reconstruct it ab initio with importance sampling
 # (experiments/configs/groel128_is_gpu.py, capped so that the rest fits), then run experiments/bench.py on it:
 # the float32 matmul rate, one minibatch's exhaustive and importance-sampled gradient per level (as many levels as

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper-sized case on one GPU (issue 4): simulate 40,000 GroEL-GroES particles of 128 x 128 at 2.8 A/px
+# The paper-sized case on one GPU: simulate 40,000 GroEL-GroES particles of 128 x 128 at 2.8 A/px
 # (SNR 0.05), reconstruct them ab initio to 10 A with importance sampling (experiments/configs/groel128_is_gpu.py),
 # and keep what is needed for the resolution-against-time curve.
 #

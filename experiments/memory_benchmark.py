@@ -1,4 +1,4 @@
-"""Peak memory against dataset size (issue 6): the same reconstruction command on 10k, 40k and 160k particles
+"""Peak memory against dataset size: the same reconstruction command on 10k, 40k and 160k particles
 that reuse one stack's images (a STAR file listing them over and over: memory does not depend on whether the
 images are distinct, and no 10 GB stack has to be simulated), a few iterations each, float32 and bfloat16 stored
 SAGD gradients. Prints and saves experiments/results/memory_scaling_NAME.json with the measured peak resident

@@ -1,4 +1,4 @@
-"""Data-parallel scaling over processes (issue 6): the same run as one process on one core, as N processes under
+"""Data-parallel scaling over processes: the same run as one process on one core, as N processes under
 jax.distributed with one core each (multi-host on one machine: the minibatch split, gradients reduced over gloo),
 and as one process on all the cores. Prints and saves experiments/results/process_scaling_NAME.json.
 

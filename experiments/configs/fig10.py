@@ -3,8 +3,8 @@
 Command:  python experiments/paper_figures.py --config experiments/configs/fig10.py \
               --particles data/groel64/particles.star --workdir runs/figures --out experiments/results
           (tiny variant: --config experiments/configs/fig10.py:tiny, run by the test suite)
-Machine, time, result (2-core CPU, JAX 0.10.2, 20 min per run; the exponential run is Fig. 9's SAGD run, made in an
-          earlier session with other work on the cores, so it got fewer iterations: 552 against 598 and 594):
+Machine, time, result (2-core CPU, JAX 0.10.2, 20 min per run; the exponential run is Fig. 9's SAGD run, made
+          with other work on the cores, so it got fewer iterations: 552 against 598 and 594):
           FSC 0.5 against the truth (aligned) of the final maps: uniform 12.4 A, CAR 12.3 A, exponential 14.3 A
           (0.143: 11.2 A, Nyquist, for all three); held-out RREMSE 1.0089 / 1.0083 / 1.0129. At the same iteration
           the three priors are indistinguishable: 19.2 / 18.9 / 19.2 A at iteration 400 and 14.4 / 14.2 / 14.3 A at

@@ -1,5 +1,5 @@
 """The paper-sized case: GroEL-GroES, 40,000 particles of 128 x 128 at 2.8 A/px, SNR 0.05, ab initio past 10 A
-with importance sampling (issue 4).
+with importance sampling.
 
 Command:  python -m recon.simulate --config experiments/configs/groel128_data.py --out data/groel128
           python -m recon.reconstruct --particles data/groel128/particles.star --workdir runs/groel128_is \

@@ -4,7 +4,7 @@ Command:  experiments/gpu_paper_sized.sh     (simulates, reconstructs, and evalu
           or, with the data at hand:
           python -m recon.reconstruct --particles data/groel128/particles.star --workdir runs/groel128_gpu \
               --config experiments/configs/groel128_is_gpu.py
-Target:   FSC 0.5 against the ground truth at 10 A or better in under 10 minutes (issue 4).
+Target:   FSC 0.5 against the ground truth at 10 A or better in under 10 minutes.
 Same schedule and model as the CPU run; whole minibatches go through one matrix product (chunk limits by backend,
 likelihood.chunk_limits), without recomputation in the backward pass, and map snapshots come every 20 iterations
 for the resolution-against-time curve.

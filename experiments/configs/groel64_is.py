@@ -1,4 +1,4 @@
-"""Ab initio GroEL-GroES at 64 x 64, 5.6 A/px (10,000 particles, SNR 0.05) with importance sampling (issue 4).
+"""Ab initio GroEL-GroES at 64 x 64, 5.6 A/px (10,000 particles, SNR 0.05) with importance sampling.
 
 Command:  python -m recon.simulate --config experiments/configs/groel64_data.py --out data/groel64
           python -m recon.reconstruct --particles data/groel64/particles.star --workdir runs/groel64_is \

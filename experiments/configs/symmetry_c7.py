@@ -1,4 +1,4 @@
-"""C7 imposed vs C1 on GroEL-GroES (issue 5): the same data, seed and wall-time budget, FSC 0.5 against the truth
+"""C7 imposed vs C1 on GroEL-GroES: the same data, seed and wall-time budget, FSC 0.5 against the truth
 after alignment, against wall time and against iteration (both in the JSON).
 
 Command:  python experiments/paper_figures.py --config experiments/configs/symmetry_c7.py \
