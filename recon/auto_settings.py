@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from recon import conventions
+from recon import conventions, schedules
 from recon.data import ParticleDataset, estimate_noise_sigma
 from recon.errors import InputError, fail
 
@@ -81,7 +81,7 @@ def in_passes(c, num_particles: int) -> int:
     returns the number of minibatches of a pass."""
     if not c.batch_size:
         raise InputError("batch_size 0 is chosen from the data only with --config.automatic=True; give a batch size")
-    n_train = num_particles - min(c.num_heldout, num_particles // 10)
+    n_train = num_particles - schedules.heldout_count(num_particles, c.num_heldout)
     n_batches = math.ceil(n_train / c.batch_size)
     if c.schedule.passes_per_level:
         c.schedule.iterations_per_level = max(1, int(math.ceil(c.schedule.passes_per_level * n_batches)))
@@ -123,7 +123,7 @@ def resolve(config, dataset: ParticleDataset) -> tuple[object, list[str]]:
         s.target_resolution_angstrom = math.ceil(100 * max(2.0 * pixel / 0.9, FINEST_TARGET_ANGSTROM)) / 100
     if not s.start_resolution_angstrom:
         s.start_resolution_angstrom = round(max(min(40.0, box_angstrom / 4.0), s.target_resolution_angstrom), 2)
-    n_train = n - min(c.num_heldout, n // 10)
+    n_train = n - schedules.heldout_count(n, c.num_heldout)
     if not c.batch_size:  # a multiple of the devices that split each minibatch
         import jax
 
@@ -134,9 +134,7 @@ def resolve(config, dataset: ParticleDataset) -> tuple[object, list[str]]:
     if not s.iterations_per_level and not s.passes_per_level:
         s.passes_per_level = round(min(max(PARTICLES_PER_LEVEL / n_train, 0.05), 10.0), 3)
     n_batches = in_passes(c, n)
-    from recon.schedules import resolution_levels  # the levels the run will use
-
-    levels = resolution_levels(s.start_resolution_angstrom, max(s.target_resolution_angstrom, 2 * pixel / 0.9),
+    levels = schedules.resolution_levels(s.start_resolution_angstrom, max(s.target_resolution_angstrom, 2 * pixel / 0.9),
                                s.level_ratio)
     lines.append(f"schedule {levels[0]:.1f} -> {levels[-1]:.1f} A in {len(levels)} levels of "
                  f"{s.iterations_per_level} minibatches of {c.batch_size} "

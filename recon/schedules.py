@@ -16,6 +16,11 @@ def resolution_levels(start_angstrom: float, target_angstrom: float, ratio: floa
     return np.geomspace(start_angstrom, target_angstrom, n + 1)
 
 
+def heldout_count(num_particles: int, num_heldout: int) -> int:
+    """Particles held out for the RREMSE: ``num_heldout``, at most a tenth of the data."""
+    return min(num_heldout, num_particles // 10)
+
+
 def level_at(iteration: int, num_levels: int, iterations_per_level: int) -> int:
     """Level in force at ``iteration`` (0-based): each level lasts ``iterations_per_level``, the last forever."""
     return min(iteration // max(1, iterations_per_level), num_levels - 1)

@@ -57,7 +57,7 @@ def make_plan(config, dataset: ParticleDataset, particles: np.ndarray | None = N
     n = len(indices)
     rng = np.random.default_rng(config.seed)
     order = indices[rng.permutation(n)]
-    num_heldout = min(config.num_heldout, n // 10)
+    num_heldout = schedules.heldout_count(n, config.num_heldout)
     heldout, train = np.sort(order[:num_heldout]), order[num_heldout:]
     if len(train) == 0:
         raise fail(dataset.meta.source, "no particles left for training")
