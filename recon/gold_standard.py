@@ -4,7 +4,8 @@ With ``config.gold_standard.enabled``, ``WORKDIR`` holds::
 
     shared/      the run on all particles through the levels coarser than gold_standard.split_resolution_angstrom
     half1/, half2/   the two halves (a seeded random split of the particles), each refined from shared/final.mrc
-                 through the remaining levels, independently (own SAGD, sampler and held-out set)
+                 low-passed at the shared run's last level (so nothing finer is common to both) through the
+                 remaining levels, independently (own SAGD, sampler and held-out set)
     half1.mrc, half2.mrc   the half maps;   final.mrc   their average
     gold_standard.json     the half-map FSC curve and its 0.143 and 0.5 resolutions (the RELION convention:
                  0.143 between independent halves), with each half's held-out RREMSE (App. C, the paper's measure)
@@ -68,6 +69,9 @@ def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> 
     shared_config, half_config = part_configs(config, dataset)
     shared = training.run(shared_config, dataset, os.path.join(workdir, "shared"), quiet, notes=notes)
     start, _ = mrc.read_map(shared["final_map"])
+    # Only what the shared run fitted is common to the halves: its map beyond its last level (the random start's
+    # fine detail) is cut, so that the halves' FSC past the split measures what each half learnt on its own.
+    start = metrics.lowpass_volume(start, dataset.pixel_size_angstrom, shared_config.schedule.target_resolution_angstrom)
     halves = split_halves(len(dataset), config.seed)
     summaries = []
     for k, particles in enumerate(halves, start=1):

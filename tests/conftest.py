@@ -29,6 +29,15 @@ def blob_volume(size: int, seed: int = 0, n_blobs: int = 6, spread: float = 0.22
     return vol, (centres, sigmas, amps)
 
 
+def spherical_average(volume):
+    """``volume`` averaged over every rotation about the box centre (numpy, by radius bins of one voxel)."""
+    n = volume.shape[0]
+    radius = np.sqrt(sum(g ** 2 for g in np.meshgrid(*[np.arange(n) - n // 2] * 3, indexing="ij")))
+    bins = np.round(radius).astype(int)
+    profile = np.bincount(bins.ravel(), volume.ravel()) / np.maximum(np.bincount(bins.ravel()), 1)
+    return profile[bins].astype(np.float32)
+
+
 def analytic_projection(size, blobs, matrix):
     """Exact line integrals of the blobs along the image z axis after rotating the map by RELION's ``A``."""
     centres, sigmas, amps = blobs
