@@ -238,5 +238,8 @@ def test_chunk_sizes_follow_the_backend_limits():
     small = lk.chunk_limits("gpu", 2_000_000)
     assert lk.auto_chunk_size(200, grid, small.table_elements, small.matrix_rows) == 20
     assert small.sampled_elements == 4_000_000
-    # sampled path: 16 x 16 x 2 x 4025 = 2,060,800 floats per particle; 12e6 on the CPU allows 5 (divides 200)
+    # sampled path: 16 x 16 x 2 x 4025 + 2 x 32 x 4025 + 16 x 16 x 32 = 2,326,592 floats per particle; 12e6 on the
+    # CPU allows 5 (divides 200)
     assert lk.sampled_chunk_size(200, (32, 16, 16), 4025, cpu.sampled_elements) == 5
+    # directions grown to 1024 slots: + 2 x 1024 x 4025 slices + 16 x 16 x 1024 table = 10,566,144 per particle: 1
+    assert lk.sampled_chunk_size(200, (1024, 16, 16), 4025, cpu.sampled_elements) == 1
