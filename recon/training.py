@@ -285,9 +285,8 @@ def sampler_capacities(config) -> dict:
 
 META_KEYS = ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done", "draw_slots", "draw_buffers",
              "level_sampled", "exhaustive_seconds", "shift_disks")
-SAMPLER_STREAM = 7
-EXHAUSTIVE_FRACTION = 0.5  # sampling evaluating more of a level's poses than this: sum them all instead
-TRIAL_STEPS = 4  # sampled minibatches timed (after the compiling one) against the exhaustive sum's cost  # fold_in constant of the sampler's keys (the initial map uses 0)
+SAMPLER_STREAM = 7  # fold_in constant of the sampler's keys (the initial map uses 0)
+TRIAL_STEPS = 4  # sampled minibatches timed (after the compiling one) against the exhaustive sum's cost
 
 
 def particle_keys(seed: int, stream: int, iteration, indices):
@@ -595,8 +594,9 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     def size_level(lv, level, iteration):
         """At a level's start: each factor's slots and draws from what s0 ESS asks for on up to 512 training
         particles (at most ``max_capped_share`` capped), or every pose summed where sampling would evaluate more
-        than ``EXHAUSTIVE_FRACTION`` of them (proposals not yet informative). A sampled level is on trial until
-        its first minibatches are timed (``judge_trial``). Kept for a resumed run."""
+        than ``sampling.exhaustive_fraction`` of them (proposals not yet informative). With
+        ``sampling.timed_trial`` a sampled level is on trial until its first minibatches are timed
+        (``judge_trial``). Kept for a resumed run."""
         if str(level) not in host.level_sampled:
             seen = plan.train[host.sampler.last_visit[plan.train] >= 0]
             if not len(seen):
@@ -607,8 +607,9 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                 particle_keys(config.seed, 4, iteration, jnp.asarray(rows, jnp.int32)))
             sizes = dict(zip(sampling.FACTORS, lv.level_sampler.sizes))
             slots, buffers, fraction = sampling.slots_for_level(measure, sizes, config.sampling.max_capped_share)
-            sampled = fraction <= EXHAUSTIVE_FRACTION
-            host.level_sampled[str(level)] = "trial" if sampled and host.exhaustive_seconds else (
+            sampled = fraction <= config.sampling.get("exhaustive_fraction", 0.5)
+            timed = config.sampling.get("timed_trial", True) and host.exhaustive_seconds
+            host.level_sampled[str(level)] = "trial" if sampled and timed else (
                 "sampled" if sampled else "exhaustive")
             ess = "/".join(f"{np.median(np.asarray(measure[f][0])) / config.sampling.s0:.1f}" for f in sampling.FACTORS)
             if sampled:

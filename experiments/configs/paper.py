@@ -56,6 +56,8 @@ def get_config():
     c.sampling.max_shifts = 16
     c.sampling.adapt_slots = False  # True: slots and draws per factor grow until at most max_capped_share of the
     c.sampling.max_capped_share = 0.01  # particles draw fewer than s0 x ESS (the max_* above: the starting slots)
+    c.sampling.exhaustive_fraction = 0.5  # adapt_slots: a level whose draws would evaluate more of its poses sums all
+    c.sampling.timed_trial = True  # adapt_slots: a sampled level's first minibatches timed against summing every pose
     c.sampling.probe_particles = 0  # > 0: per level, log p of this many held-out particles sampled vs summed exactly
 
     c.prior = ml_collections.ConfigDict()
