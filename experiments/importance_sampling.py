@@ -51,6 +51,16 @@ flags.DEFINE_float("previous_resolution", 20.6, "fig6: resolution (A) of the pre
 flags.DEFINE_integer("num_particles", 50, "fig6: particles evaluated")
 flags.DEFINE_list("s0", ["0.5", "1", "2", "5", "10", "20", "50"], "fig6: ESS scaling factors")
 flags.DEFINE_integer("repeats", 3, "fig6: independent draws per particle and s0")
+flags.DEFINE_string("run_config", None, "fig6: a run's config.json: its radius, shifts, kernel and sampler settings "
+                    "(bandwidth, annealing, state capacities; slots and draws as its run.log reports unless "
+                    "--slots is given) instead of --config's")
+flags.DEFINE_list("slots", None, "fig6: distinct points per factor (directions,inplane,shifts); default 1024,128,128 "
+                  "(rarely capped), or the run's with --run_config")
+flags.DEFINE_list("buffers", None, "fig6: most draws per factor (default: twice the slots)")
+flags.DEFINE_list("state_capacity", None, "fig6: points kept per factor between visits (default: the slots)")
+flags.DEFINE_float("bandwidth_factor", 0.0, "fig6: kernel sigma in previous spacings (0: the config's)")
+flags.DEFINE_float("temperature_min", 0.0, "fig6: the annealing's final temperature (0: the config's)")
+flags.DEFINE_float("alpha_min", -1.0, "fig6: the annealing's final uniform share (-1: the config's)")
 flags.DEFINE_integer("visits_per_level", 2, "chain: visits of every particle per level")
 flags.DEFINE_integer("symmetry_order", 7, "chain: C_n order of the particle for the pose check (1: none)")
 flags.DEFINE_string("workdir", None, "figs 7, 3, 8: a reconstruction workdir")
@@ -85,8 +95,33 @@ def level_setup(config, dataset, resolution):
     return plan, rule, grid
 
 
+def run_config(workdir_or_json):
+    """A run's full config from its config.json (a workdir or the file)."""
+    import ml_collections
+
+    path = workdir_or_json
+    if os.path.isdir(path):
+        path = os.path.join(path, "config.json")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def factor_ints(values, default):
+    return dict(zip(sampling.FACTORS, [int(v) for v in values])) if values else dict(default)
+
+
 def fig6(config):
     import matplotlib.pyplot as plt
+
+    if FLAGS.run_config:
+        config = run_config(FLAGS.run_config)
+    c = config.sampling
+    wide = {"directions": 1024, "inplane": 128, "shifts": 128}
+    run_slots = training.sampler_capacities(config) if FLAGS.run_config else wide
+    caps = factor_ints(FLAGS.slots, run_slots)  # distinct points per visit
+    buffers = factor_ints(FLAGS.buffers, {f: 2 * caps[f] for f in caps})
+    state_caps = factor_ints(FLAGS.state_capacity, training.sampler_capacities(config) if FLAGS.run_config else caps)
+    bandwidth = FLAGS.bandwidth_factor or c.bandwidth_factor
 
     dataset = open_dataset(metadata.read_particles(FLAGS.particles), config.particle_radius_angstrom or None,
                            config.invert_contrast)
@@ -99,14 +134,15 @@ def fig6(config):
     n = FLAGS.num_particles
     rows = plan.train[np.random.default_rng(0).choice(len(plan.train), n, replace=False)]
     batch = training.make_batch(dataset, rows, 0)
-    # capacities large enough that s0 x ESS is rarely capped, so the curve shows s0 itself
-    caps = {"directions": 1024, "inplane": 128, "shifts": 128}
     exact_fns = {id(g): jax.jit(lambda v, im, c, g=g: likelihood.batch_log_marginals(v, im, c, g, pixel, 1, False,
                                                                                     kernel, over))
                  for g in (prev_grid, grid)}
     exact_fn = lambda v, im, c, g: exact_fns[id(g)](v, im, c)  # noqa: E731
-    prev_sampler = sampling.make_level_sampler(prev_rule, sampling.Settings(), caps)
-    empty = sampling.init_state(n, caps)
+    settings = dict(tau0=c.tau0 or 1.0, alpha_min=c.alpha_min if FLAGS.alpha_min < 0 else FLAGS.alpha_min,
+                    temperature_min=FLAGS.temperature_min or c.temperature_min,
+                    bandwidth_factor=bandwidth)
+    prev_sampler = sampling.make_level_sampler(prev_rule, sampling.Settings(**settings), state_caps)
+    empty = sampling.init_state(n, state_caps)
     old = tuple(sampling.FactorState(*(jnp.asarray(a) for a in getattr(empty, f))) for f in sampling.FACTORS)
     exact, states = [], []
     for i in range(n):
@@ -123,29 +159,34 @@ def fig6(config):
     full_size = rule.size
     rows_out = []
     for s0 in [float(s) for s in FLAGS.s0]:
-        sampler = sampling.make_level_sampler(rule, sampling.Settings(s0=s0, tau0=config.sampling.tau0), caps)
+        sampler = sampling.make_level_sampler(rule, sampling.Settings(s0=s0, **settings), state_caps, caps, buffers)
         propose = jax.jit(sampler.propose)
         evaluate = jax.jit(lambda v, im, c, s: likelihood.sampled_log_marginals(v, im, c, s, grid, pixel, 1, False,
                                                                                kernel, over))
-        rel, absolute, frac, capped = [], [], [], []
+        rel, absolute, signed, frac, capped = [], [], [], [], []
         for r in range(FLAGS.repeats):
             keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.PRNGKey(100 + r), jnp.arange(n))
             samples, stats = propose(states, late, keys)
             est = np.asarray(evaluate(volume, batch.images, batch.ctf, samples).log_marginal, np.float64)
             absolute.append(np.abs(est - exact))
+            signed.append((est - exact) / np.mean(np.abs(exact)))
             rel.append(np.abs(est - exact) / np.abs(exact))
             count = np.prod([np.asarray(stats[f"{f}_count"], np.float64) for f in sampling.FACTORS], axis=0)
             frac.append(count / full_size)
             capped.append(np.mean([np.asarray(stats[f"{f}_wanted"]) > np.asarray(stats[f"{f}_num_draws"])
                                    for f in sampling.FACTORS]))
         row = {"s0": s0, "relative_error_mean": float(np.mean(rel)), "relative_error_median": float(np.median(rel)),
+               "relative_bias": float(np.mean(signed)),
                "abs_error_nats_mean": float(np.mean(absolute)), "fraction_evaluated_mean": float(np.mean(frac)),
                "capped_fraction": float(np.mean(capped))}
         rows_out.append(row)
         print(row)
     record = {"map": FLAGS.map, "previous_map": FLAGS.previous_map, "resolution_angstrom": FLAGS.resolution,
               "previous_resolution_angstrom": FLAGS.previous_resolution, "num_particles": n,
-              "repeats": FLAGS.repeats, "full_quadrature_points": int(full_size),
+              "repeats": FLAGS.repeats, "full_quadrature_points": int(full_size), "slots": caps,
+              "buffers": buffers, "state_capacity": state_caps, "bandwidth_factor": bandwidth,
+              "alpha_min": settings["alpha_min"], "temperature_min": settings["temperature_min"],
+              "run_config": FLAGS.run_config,
               "mean_abs_log_likelihood": float(np.mean(np.abs(exact))), "rows": rows_out}
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     s0s = [r["s0"] for r in rows_out]
