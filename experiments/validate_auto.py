@@ -41,6 +41,12 @@ SETS = {
     "trpv1_64": {"model": f"{SHARED}/structures/3j5p_trpv1.pdb", "box_size": 64, "pixel_size_angstrom": 3.5},
     "betagal_64": {"map": f"{SHARED}/maps/betagal_ngl.mrc", "map_pixel": 3.54, "box_size": 64},
     "atpase_64": {"map": f"{SHARED}/maps/atpase_chlamy_insitu.mrc", "map_pixel": 7.84, "box_size": 64},
+    # the map's header has no pixel size: 5 A/px makes the 70S ribosome ~250 A across, as it is
+    "ribosome_64": {"map": f"{SHARED}/maps/clean70SRibosome_vol_65p.mrc", "map_pixel": 5.0, "box_size": 64},
+    "trpv1_64_1k": {"model": f"{SHARED}/structures/3j5p_trpv1.pdb", "box_size": 64, "pixel_size_angstrom": 3.5,
+                    "num_particles": 1000},
+    "ribosome_64_1k": {"map": f"{SHARED}/maps/clean70SRibosome_vol_65p.mrc", "map_pixel": 5.0, "box_size": 64,
+                       "num_particles": 1000},
 }
 COMMON = {"num_particles": 10_000, "snr": 0.05, "shift_sigma_angstrom": 11.0, "seed": 1}
 
@@ -110,7 +116,8 @@ def score(name: str) -> dict:
     config = json.load(open(os.path.join(workdir, "config.json")))
     within = [p["seconds"] for p in points if p["fsc_0.5_angstrom"] <= 1.2 * oracle]
     metrics = report.read_metrics(workdir)
-    return {"set": name, "particles": COMMON["num_particles"], "box": int(truth.shape[0]), "pixel_angstrom": pixel,
+    return {"set": name, "particles": {**COMMON, **SETS[name]}["num_particles"], "box": int(truth.shape[0]),
+            "pixel_angstrom": pixel,
             "oracle_fsc_0.5_angstrom": oracle, "fsc_0.5_angstrom": points[-1]["fsc_0.5_angstrom"],
             "seconds": metrics[-1]["seconds"] if metrics else None, "iterations": len(metrics),
             "seconds_to_1.2x_oracle": min(within) if within else None, "points": points,
@@ -121,8 +128,9 @@ def score(name: str) -> dict:
                          "batch_size": config["batch_size"], "kernel": config["likelihood_kernel"]},
             "fraction_evaluated_last": next((r["fraction_evaluated"] for r in reversed(metrics)
                                              if r.get("sampled")), None),
-            "probe_log_p": [{k: r[k] for k in ("iteration", "resolution_angstrom", "probe_log_p_relative_error",
-                                               "probe_log_p_relative_bias")}
+            "probe_log_p": [{k: r.get(k) for k in ("iteration", "resolution_angstrom", "probe_log_p_relative_error",
+                                                   "probe_log_p_relative_bias", "probe_log_p_error_nats",
+                                                   "probe_log_p_bias_nats")}
                             for r in metrics if "probe_log_p_relative_error" in r]}
 
 
