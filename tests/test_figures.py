@@ -55,9 +55,20 @@ def test_figure_tiny_variant_end_to_end(name, tiny_data, figure_workdir):
     if name != "fig5":
         assert "sagd" in os.listdir(tmp_path)  # made by fig5, reused
     if config.figure.kind in ("compare", "slices"):  # FSC against the truth, recorded per run
+        from recon import metrics
+        from recon.io import mrc
+
         key = "final_fsc_0.5_angstrom" if config.figure.kind == "compare" else "fsc_0.5_angstrom"
+        truth, pixel = mrc.read_map(str(tiny_data / "ground_truth.mrc"))
+        # The tiny variants run 10 iterations: a smoke test of the figure's pipeline, not of what the methods
+        # learn (tests/test_reconstruct.py and the benchmarks measure that). What is tested is that each number
+        # the figure records is the FSC of that run's map against the truth.
         for label in labels:
-            assert record["runs"][label][key] > 16.0  # above Nyquist of 8 A/px
+            recorded = record["runs"][label][key]
+            final, _ = mrc.read_map(str(tmp_path / folders[label] / "final.mrc"))
+            recomputed = metrics.evaluate_maps(final, truth, pixel)[0]["fsc_0.5_angstrom"]
+            # the recorded number is the run's map against the truth (the last snapshot: the final map)
+            assert abs(recorded - recomputed) <= 0.05 * recomputed, (label, recorded, recomputed)
 
 
 def test_run_folders_named_by_what_they_compute():
