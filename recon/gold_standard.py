@@ -25,7 +25,7 @@ import numpy as np
 
 import jax
 
-from recon import checkpoint, lock, metrics, report, training
+from recon import auto_settings, checkpoint, lock, metrics, report, training
 from recon.data import ParticleDataset
 from recon.errors import fail
 from recon.io import metadata, mrc, star
@@ -54,6 +54,8 @@ def part_configs(config, dataset: ParticleDataset):
     half.gold_standard.enabled = False
     half.schedule.start_resolution_angstrom = float(levels[len(shared_levels)])
     half.sampling.start_iteration = 0  # a particle's first visit in its half sums exhaustively anyway
+    if half.schedule.get("passes_per_level") or half.sampling.get("tau0_passes"):
+        auto_settings.in_passes(half, len(dataset) - len(dataset) // 2)  # levels in passes over a half, not the set
     return shared, half
 
 
@@ -65,7 +67,10 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, not
 
 
 def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> dict:
-    checkpoint.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=1, sort_keys=True))
+    writer = jax.process_index() == 0  # under jax.distributed every process refines, the first one writes
+    if writer:
+        checkpoint.write_text(os.path.join(workdir, "config.json"),
+                              config.to_json_best_effort(indent=1, sort_keys=True))
     shared_config, half_config = part_configs(config, dataset)
     shared = training.run(shared_config, dataset, os.path.join(workdir, "shared"), quiet, notes=notes)
     start, _ = mrc.read_map(shared["final_map"])
@@ -77,13 +82,13 @@ def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> 
     for k, particles in enumerate(halves, start=1):
         part_config = copy.deepcopy(half_config)
         part_config.seed = config.seed + k
+        # the shift disk as the shared run left it (widened to the measured offsets), not the config's start
+        part_config.quadrature.max_shift_angstrom = max(part_config.quadrature.max_shift_angstrom,
+                                                        shared["shift_disk_angstrom"])
         summaries.append(training.run(part_config, dataset, os.path.join(workdir, f"half{k}"), quiet, particles,
                                       start_volume=start))
     maps = [mrc.read_map(s["final_map"])[0] for s in summaries]
     pixel = dataset.pixel_size_angstrom
-    for k, vol in enumerate(maps, start=1):
-        mrc.write_map(os.path.join(workdir, f"half{k}.mrc"), vol, pixel)
-    mrc.write_map(os.path.join(workdir, "final.mrc"), (maps[0] + maps[1]) / 2, pixel)
     mask = metrics.soft_sphere_mask(dataset.box_size, dataset.box_size / 2 - 3)
     curve = metrics.fsc(maps[0] * mask, maps[1] * mask)
     result = {
@@ -94,16 +99,20 @@ def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> 
         "fsc": [float(c) for c in curve],
         "frequencies_per_angstrom": [float(f) for f in metrics.shell_frequencies(dataset.box_size, pixel)[:len(curve)]],
     }
-    checkpoint.write_text(os.path.join(workdir, "gold_standard.json"), json.dumps(result, indent=1))
-    _merge_outputs(workdir, halves, shared["elapsed_seconds"])
     line = (f"gold standard: half-map FSC 0.143 at {result['half_maps_fsc_0.143_angstrom']:.2f} A (0.5 at "
             f"{result['half_maps_fsc_0.5_angstrom']:.2f} A); held-out RREMSE of the halves "
             f"{', '.join(f'{r:.4f}' for r in result['heldout_rremse_halves'] if r is not None)}")
-    with open(os.path.join(workdir, "run.log"), "a") as f:
-        f.write(line + "\n")
-    if not quiet:
-        print(line, flush=True)
-    report.write_report(workdir)
+    if writer:
+        for k, vol in enumerate(maps, start=1):
+            mrc.write_map(os.path.join(workdir, f"half{k}.mrc"), vol, pixel)
+        mrc.write_map(os.path.join(workdir, "final.mrc"), (maps[0] + maps[1]) / 2, pixel)
+        checkpoint.write_text(os.path.join(workdir, "gold_standard.json"), json.dumps(result, indent=1))
+        _merge_outputs(workdir, halves, shared["elapsed_seconds"])
+        with open(os.path.join(workdir, "run.log"), "a") as f:
+            f.write(line + "\n")
+        if not quiet:
+            print(line, flush=True)
+        report.write_report(workdir)
     return {**{k: v for k, v in result.items() if k not in ("fsc", "frequencies_per_angstrom")},
             "final_map": os.path.join(workdir, "final.mrc"), "half_maps": [os.path.join(workdir, "half1.mrc"),
                                                                             os.path.join(workdir, "half2.mrc")]}

@@ -850,7 +850,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     else:
         progress.line(f"{workdir} holds a finished run; final.mrc and poses.star are there")
     progress.close()
-    return {"iterations": iteration, "elapsed_seconds": host.elapsed,
+    disks = [plan.max_shift_angstrom, *host.shift_disks.values()]
+    return {"iterations": iteration, "elapsed_seconds": host.elapsed, "shift_disk_angstrom": float(max(disks)),
             "heldout_rremse": host.last_rremse if math.isfinite(host.last_rremse) else None,
             "peak_rss_mb": peak_rss_mb(), "device_peak_mb": device_peak_mb(),
             "final_map": os.path.join(workdir, "final.mrc"), "stop_reason": stop_reason}

@@ -306,3 +306,23 @@ def test_gold_standard_run_writes_half_maps_and_their_fsc(dataset_dir, tmp_path)
     text = (workdir / "report.html").read_text()
     assert re.search(r"<li>half_maps_fsc_0.143_angstrom: [0-9.]+ Å</li>", text)  # the FSC section's number
     assert "gold standard: half-map FSC 0.143" in (workdir / "run.log").read_text()
+
+
+def test_gold_standard_halves_keep_the_passes_per_level(dataset_dir):
+    """Levels counted in passes (the plain command's schedule): a half has half the particles, so a level of the
+    same passes is half the minibatches; with a fixed iteration count the halves keep it."""
+    from recon import gold_standard, schedules
+    from experiments.configs import tiny
+
+    dataset = open_dataset(metadata.read_particles(str(dataset_dir / "particles.star")))
+    config = tiny.get_config()
+    config.gold_standard.split_resolution_angstrom = 30.0
+    config.schedule.target_resolution_angstrom = 20.0
+    config.schedule.passes_per_level = 2.0
+    config.schedule.iterations_per_level = 2 * int(np.ceil((300 - schedules.heldout_count(300, 20)) / 50))
+    _, half = gold_standard.part_configs(config, dataset)
+    half_train = 150 - schedules.heldout_count(150, 20)
+    assert half.schedule.iterations_per_level == 2 * int(np.ceil(half_train / 50))
+    config.schedule.passes_per_level = 0.0
+    _, half = gold_standard.part_configs(config, dataset)
+    assert half.schedule.iterations_per_level == config.schedule.iterations_per_level
