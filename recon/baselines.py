@@ -44,14 +44,15 @@ def pose_parameters(rule: quadrature.Quadrature, indices: np.ndarray) -> tuple[n
     return conventions.euler_to_matrix(angles), rule.shifts_angstrom[indices[..., 2]]
 
 
-def run(kind: str, config, dataset: ParticleDataset, workdir: str, quiet: bool = False) -> dict:
+def run(kind: str, config, dataset: ParticleDataset, workdir: str, quiet: bool = False, notes=()) -> dict:
+    """``notes``: lines for run.log before the run's own (the settings derived from the data)."""
     if kind not in KINDS:
         raise InputError(f"unknown baseline {kind!r} ({', '.join(KINDS)})")
     with lock.hold(workdir, jax.process_index() == 0, training.process_zero_says):  # one run per folder
-        return _run(kind, config, dataset, workdir, quiet)
+        return _run(kind, config, dataset, workdir, quiet, notes)
 
 
-def _run(kind: str, config, dataset: ParticleDataset, workdir: str, quiet: bool) -> dict:
+def _run(kind: str, config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> dict:
     os.makedirs(os.path.join(workdir, "maps"), exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=1, sort_keys=True))
@@ -64,6 +65,8 @@ def _run(kind: str, config, dataset: ParticleDataset, workdir: str, quiet: bool)
         if not quiet:
             print(text, flush=True)
 
+    for note in notes:
+        say(f"settings: {note}")
     plan = training.make_plan(config, dataset)
     volume, _ = training.initial_volume(config, dataset, plan)  # the SAGD run's random start, same seed
     mrc.write_map(os.path.join(workdir, "maps", "initial.mrc"), volume, dataset.pixel_size_angstrom)

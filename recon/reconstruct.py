@@ -53,7 +53,7 @@ def main(argv):
     config, notes = auto_settings.prepare(config, dataset)  # settings derived from the data; the noise level
     workdir = os.path.abspath(FLAGS.workdir)
     if FLAGS.method != "sagd":
-        summary = baselines.run(FLAGS.method, config, dataset, workdir, quiet=FLAGS.quiet)
+        summary = baselines.run(FLAGS.method, config, dataset, workdir, quiet=FLAGS.quiet, notes=notes)
     elif config.gold_standard.enabled:
         summary = gold_standard.run(config, dataset, workdir, quiet=FLAGS.quiet, notes=notes)
     else:

@@ -113,7 +113,9 @@ def test_both_baselines_run_end_to_end(tmp_path, monkeypatch):
         setattr(config[section] if section else config, name, value)
     dataset = open_dataset(metadata.read_particles(tmp_path / "data" / "particles.star"))
     for method in ("projection_matching", "em"):
-        baselines.run(method, config, dataset, str(tmp_path / f"{method}_from_truth"), quiet=True)
+        baselines.run(method, config, dataset, str(tmp_path / f"{method}_from_truth"), quiet=True,
+                      notes=["particle radius 60.0 A (given)"])
+        assert "settings: particle radius 60.0 A (given)" in (tmp_path / f"{method}_from_truth" / "run.log").read_text()
         final, _ = mrc.read_map(tmp_path / f"{method}_from_truth" / "final.mrc")
         resolution = metrics.resolution_at(metrics.fsc(final, truth), pixel, 0.5)
         assert resolution <= 30.0, (method, resolution)
