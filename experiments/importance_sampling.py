@@ -51,12 +51,13 @@ flags.DEFINE_float("previous_resolution", 20.6, "fig6: resolution (A) of the pre
 flags.DEFINE_integer("num_particles", 50, "fig6: particles evaluated")
 flags.DEFINE_list("s0", ["0.5", "1", "2", "5", "10", "20", "50"], "fig6: ESS scaling factors")
 flags.DEFINE_integer("repeats", 3, "fig6: independent draws per particle and s0")
-flags.DEFINE_string("run_config", None, "fig6: a run's config.json: its radius, shifts, kernel and sampler settings "
-                    "(bandwidth, annealing, state capacities; slots and draws as its run.log reports unless "
-                    "--slots is given) instead of --config's")
+flags.DEFINE_string("run_config", None, "fig6: a run's config.json (or workdir): its radius, shifts, kernel and "
+                    "sampler settings (bandwidth, annealing, the points its state keeps) instead of --config's; "
+                    "--resolution and --previous_resolution snap to its levels. Give the slots and draws its "
+                    "run.log reports for the level with --slots and --buffers")
 flags.DEFINE_list("slots", None, "fig6: distinct points per factor (directions,inplane,shifts); default 1024,128,128 "
-                  "(rarely capped), or the run's with --run_config")
-flags.DEFINE_list("buffers", None, "fig6: most draws per factor (default: twice the slots)")
+                  "(rarely capped), or the config's max_* with --run_config")
+flags.DEFINE_list("buffers", None, "fig6: most draws per factor (default: the slots)")
 flags.DEFINE_list("state_capacity", None, "fig6: points kept per factor between visits (default: the slots)")
 flags.DEFINE_float("bandwidth_factor", 0.0, "fig6: kernel sigma in previous spacings (0: the config's)")
 flags.DEFINE_float("temperature_min", 0.0, "fig6: the annealing's final temperature (0: the config's)")
@@ -119,7 +120,7 @@ def fig6(config):
     wide = {"directions": 1024, "inplane": 128, "shifts": 128}
     run_slots = training.sampler_capacities(config) if FLAGS.run_config else wide
     caps = factor_ints(FLAGS.slots, run_slots)  # distinct points per visit
-    buffers = factor_ints(FLAGS.buffers, {f: 2 * caps[f] for f in caps})
+    buffers = factor_ints(FLAGS.buffers, caps)
     state_caps = factor_ints(FLAGS.state_capacity, training.sampler_capacities(config) if FLAGS.run_config else caps)
     bandwidth = FLAGS.bandwidth_factor or c.bandwidth_factor
 
@@ -129,8 +130,13 @@ def fig6(config):
     kernel, over = config.likelihood_kernel, config.likelihood_oversampling
     volume = jnp.asarray(mrc.read_map(FLAGS.map)[0])
     previous_volume = jnp.asarray(mrc.read_map(FLAGS.previous_map)[0])
-    plan, prev_rule, prev_grid = level_setup(config, dataset, FLAGS.previous_resolution)
-    _, rule, grid = level_setup(config, dataset, FLAGS.resolution)
+    resolution, previous_resolution = FLAGS.resolution, FLAGS.previous_resolution
+    if FLAGS.run_config:  # the run's own levels (17.4 means the level printed as 17.4 A)
+        levels = np.asarray(training.make_plan(config, dataset).resolutions, np.float64)
+        resolution, previous_resolution = (float(levels[np.argmin(np.abs(levels - r))])
+                                           for r in (resolution, previous_resolution))
+    plan, prev_rule, prev_grid = level_setup(config, dataset, previous_resolution)
+    _, rule, grid = level_setup(config, dataset, resolution)
     n = FLAGS.num_particles
     rows = plan.train[np.random.default_rng(0).choice(len(plan.train), n, replace=False)]
     batch = training.make_batch(dataset, rows, 0)
@@ -144,14 +150,25 @@ def fig6(config):
     prev_sampler = sampling.make_level_sampler(prev_rule, sampling.Settings(**settings), state_caps)
     empty = sampling.init_state(n, state_caps)
     old = tuple(sampling.FactorState(*(jnp.asarray(a) for a in getattr(empty, f))) for f in sampling.FACTORS)
-    exact, states = [], []
+    exact, states, moved, mass = [], [], [], []
     for i in range(n):
         one = lambda a: a[i:i + 1]  # noqa: E731
         prev = exact_fn(previous_volume, batch.images[i:i + 1], jax.tree_util.tree_map(one, batch.ctf), prev_grid)
         state, _ = prev_sampler.record_exhaustive(prev, jax.tree_util.tree_map(one, old))
         states.append(state)
-        exact.append(float(exact_fn(volume, batch.images[i:i + 1], jax.tree_util.tree_map(one, batch.ctf),
-                                    grid).log_marginal[0]))
+        now = exact_fn(volume, batch.images[i:i + 1], jax.tree_util.tree_map(one, batch.ctf), grid)
+        exact.append(float(now.log_marginal[0]))
+        # how far the most probable direction moved between the two maps, and the share of the previous direction
+        # marginal (smoothed onto this level's directions as the proposal is) at the new most probable direction
+        before, after = np.asarray(prev.post_dir[0], np.float64), np.asarray(now.post_dir[0], np.float64)
+        d_before, d_after = prev_rule.directions[np.argmax(before)], rule.directions[np.argmax(after)]
+        moved.append(float(np.degrees(np.arccos(np.clip(np.dot(d_before, d_after), -1.0, 1.0)))))
+        smoothed = np.asarray(sampling.proposal(
+            sampling.FactorState(jnp.asarray(prev_rule.directions, jnp.float32),
+                                 jnp.asarray(np.log(np.maximum(before / before.sum(), 1e-38)), jnp.float32),
+                                 jnp.asarray(np.radians(prev_rule.angular_step_degrees), jnp.float32)),
+            jnp.asarray(rule.directions, jnp.float32), "vmf", bandwidth, 0.0, 1.0))
+        mass.append(float(smoothed[np.argmax(after)]))
         print(f"exact sums: particle {i + 1}/{n}", end="\r", flush=True)
     exact = np.array(exact)
     states = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *states)
@@ -163,7 +180,7 @@ def fig6(config):
         propose = jax.jit(sampler.propose)
         evaluate = jax.jit(lambda v, im, c, s: likelihood.sampled_log_marginals(v, im, c, s, grid, pixel, 1, False,
                                                                                kernel, over))
-        rel, absolute, signed, frac, capped = [], [], [], [], []
+        rel, absolute, signed, frac, capped, capped_any = [], [], [], [], [], []
         for r in range(FLAGS.repeats):
             keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.PRNGKey(100 + r), jnp.arange(n))
             samples, stats = propose(states, late, keys)
@@ -173,16 +190,20 @@ def fig6(config):
             rel.append(np.abs(est - exact) / np.abs(exact))
             count = np.prod([np.asarray(stats[f"{f}_count"], np.float64) for f in sampling.FACTORS], axis=0)
             frac.append(count / full_size)
-            capped.append(np.mean([np.asarray(stats[f"{f}_wanted"]) > np.asarray(stats[f"{f}_num_draws"])
-                                   for f in sampling.FACTORS]))
+            by_factor = np.array([np.asarray(stats[f"{f}_wanted"]) > np.asarray(stats[f"{f}_num_draws"])
+                                  for f in sampling.FACTORS])  # (3, particles)
+            capped.append(np.mean(by_factor))
+            capped_any.append(np.mean(np.any(by_factor, axis=0)))
         row = {"s0": s0, "relative_error_mean": float(np.mean(rel)), "relative_error_median": float(np.median(rel)),
                "relative_bias": float(np.mean(signed)),
                "abs_error_nats_mean": float(np.mean(absolute)), "fraction_evaluated_mean": float(np.mean(frac)),
-               "capped_fraction": float(np.mean(capped))}
+               "capped_fraction": float(np.mean(capped)), "particles_capped": float(np.mean(capped_any))}
         rows_out.append(row)
         print(row)
-    record = {"map": FLAGS.map, "previous_map": FLAGS.previous_map, "resolution_angstrom": FLAGS.resolution,
-              "previous_resolution_angstrom": FLAGS.previous_resolution, "num_particles": n,
+    record = {"map": FLAGS.map, "previous_map": FLAGS.previous_map, "resolution_angstrom": resolution,
+              "previous_resolution_angstrom": previous_resolution, "num_particles": n,
+              "best_direction_moved_degrees": moved, "previous_marginal_at_new_best_direction": mass,
+              "particles_best_direction_moved_over_10_degrees": int(np.sum(np.asarray(moved) > 10.0)),
               "repeats": FLAGS.repeats, "full_quadrature_points": int(full_size), "slots": caps,
               "buffers": buffers, "state_capacity": state_caps, "bandwidth_factor": bandwidth,
               "alpha_min": settings["alpha_min"], "temperature_min": settings["temperature_min"],
@@ -197,7 +218,7 @@ def fig6(config):
     ax2 = ax.twinx()
     ax2.loglog(s0s, [r["fraction_evaluated_mean"] for r in rows_out], "s-", color="tab:red")
     ax2.set_ylabel("fraction of quadrature evaluated", color="tab:red")
-    ax.set_title(f"Fig. 6: IS accuracy at {FLAGS.resolution:g} A ({n} particles)")
+    ax.set_title(f"Fig. 6: IS accuracy at {resolution:.1f} A ({n} particles)")
     save("fig6_is_accuracy", record, fig)
 
 

@@ -8,7 +8,9 @@ With ``config.gold_standard.enabled``, ``WORKDIR`` holds::
                  remaining levels, independently (own SAGD, sampler and held-out set)
     half1.mrc, half2.mrc   the half maps;   final.mrc   their average
     gold_standard.json     the half-map FSC curve and its 0.143 and 0.5 resolutions (the RELION convention:
-                 0.143 between independent halves), with each half's held-out RREMSE (App. C, the paper's measure)
+                 0.143 between independent halves), read within the data's band (the finest level plus the kernels'
+                 2 shells, ``data_band_angstrom``: beyond it the halves share only what the prior makes of similar
+                 maps), with each half's held-out RREMSE (App. C, the paper's measure)
     metrics.jsonl, poses.star, run.log, report.html    shared + half 1 progress, every particle's pose from its half
 
 Each part resumes on its own (running the command again continues where it stopped).
@@ -74,8 +76,9 @@ def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> 
     shared_config, half_config = part_configs(config, dataset)
     shared = training.run(shared_config, dataset, os.path.join(workdir, "shared"), quiet, notes=notes)
     start, _ = mrc.read_map(shared["final_map"])
-    # Only what the shared run fitted is common to the halves: its map beyond its last level (the random start's
-    # fine detail) is cut, so that the halves' FSC past the split measures what each half learnt on its own.
+    # Only what the shared run fitted is common to the halves: its map beyond its last level and the kernels'
+    # spread (the random start's fine detail) is cut, so that the halves' FSC past the split measures what each
+    # half learnt on its own.
     start = metrics.lowpass_volume(start, dataset.pixel_size_angstrom, shared_config.schedule.target_resolution_angstrom)
     halves = split_halves(len(dataset), config.seed)
     summaries = []
@@ -91,9 +94,14 @@ def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> 
     pixel = dataset.pixel_size_angstrom
     mask = metrics.soft_sphere_mask(dataset.box_size, dataset.box_size / 2 - 3)
     curve = metrics.fsc(maps[0] * mask, maps[1] * mask)
+    # Past the finest level's band (and the kernels' spread of 2 shells) no data reached the halves: what they
+    # share there is the prior acting on similar maps, not signal, so the resolutions are read within the band.
+    band_shells = dataset.box_size * pixel / float(half_config.schedule.target_resolution_angstrom) + 2.0
+    in_band = np.where(np.arange(len(curve)) <= band_shells, curve, 0.0)
     result = {
-        "half_maps_fsc_0.143_angstrom": metrics.resolution_at(curve, pixel, 0.143),
-        "half_maps_fsc_0.5_angstrom": metrics.resolution_at(curve, pixel, 0.5),
+        "half_maps_fsc_0.143_angstrom": metrics.resolution_at(in_band, pixel, 0.143),
+        "half_maps_fsc_0.5_angstrom": metrics.resolution_at(in_band, pixel, 0.5),
+        "data_band_angstrom": dataset.box_size * pixel / band_shells,
         "heldout_rremse_halves": [s["heldout_rremse"] for s in summaries],
         "particles_per_half": [int(len(h)) for h in halves],
         "fsc": [float(c) for c in curve],

@@ -446,9 +446,10 @@ def sampled_log_marginals(volume, images, ctf: CTFParams, samples: SampleSet, gr
 
 
 def sampled_chunk_size(batch_size: int, capacities: tuple, num_freqs: int, max_elements: int = 12_000_000) -> int:
-    """Largest divisor of ``batch_size`` whose per-chunk arrays hold at most ``max_elements`` floats: per particle
-    the ``(K_p K_t, 2 N_k)`` data-times-phase matrix, its ``(K_R, N_k)`` complex slices and the ``(K_p, K_t, K_R)``
-    table, with ``capacities = (K_R, K_p, K_t)`` (so that chunks shrink as a level's slots grow)."""
+    """Largest divisor of ``batch_size`` whose chunk's largest arrays hold at most ``max_elements`` floats: per
+    particle the ``(K_p K_t, 2 N_k)`` data-times-phase matrix, the ``(K_R, N_k)`` complex slices and the
+    ``(K_p, K_t, K_R)`` table, with ``capacities = (K_R, K_p, K_t)`` (so that chunks shrink as a level's slots
+    grow). The interpolation's temporaries scale like the slices, so the bound is a proxy, set per backend."""
     k_r, k_p, k_t = capacities
     per_particle = k_p * k_t * 2 * num_freqs + 2 * k_r * num_freqs + k_p * k_t * k_r
     best = 1

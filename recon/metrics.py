@@ -55,13 +55,14 @@ def fsc(map_a: np.ndarray, map_b: np.ndarray) -> np.ndarray:
 
 def lowpass_volume(volume: np.ndarray, pixel_size_angstrom: float, resolution_angstrom: float,
                    edge_shells: float = 2.0) -> np.ndarray:
-    """``volume (D, D, D)`` with frequencies above ``1 / resolution_angstrom`` removed: a raised-cosine edge
-    ``edge_shells`` Fourier pixels wide that ends at that frequency (nothing beyond it is kept)."""
+    """``volume (D, D, D)`` kept up to ``1 / resolution_angstrom`` and cut beyond it by a raised-cosine edge
+    ``edge_shells`` Fourier pixels wide (the spread of the interpolation kernels that fitted it): nothing is kept
+    beyond ``cutoff + edge_shells`` Fourier pixels, ``cutoff = D pixel / resolution``."""
     size = volume.shape[0]
     c = conventions.box_coordinates(size)
     r = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)  # Fourier pixels
     cutoff = size * pixel_size_angstrom / resolution_angstrom
-    t = np.clip((r - (cutoff - edge_shells)) / edge_shells, 0.0, 1.0)
+    t = np.clip((r - cutoff) / edge_shells, 0.0, 1.0)
     keep = 0.5 + 0.5 * np.cos(np.pi * t)
     ft = conventions.centred_fft3(np.asarray(volume, np.float64)) * keep
     return conventions.centred_ifft3(ft).real.astype(np.float32)

@@ -185,6 +185,10 @@ def _fsc_section(workdir: str, final: np.ndarray, pixel: float, reference: str |
         mask = metrics.soft_sphere_mask(a.shape[0], a.shape[0] / 2 - 3)
         curve = metrics.fsc(a * mask, b * mask)
         numbers["half_maps_fsc_0.143_angstrom"] = metrics.resolution_at(curve, pixel, 0.143)
+        recorded = os.path.join(workdir, "gold_standard.json")
+        if os.path.exists(recorded):  # the run's number, read within the data's band (recon/gold_standard.py)
+            with open(recorded) as f:
+                numbers["half_maps_fsc_0.143_angstrom"] = json.load(f)["half_maps_fsc_0.143_angstrom"]
         curves.append(("half map 1 vs half map 2 (gold standard)", curve))
     if reference:
         ref, _ = mrc.read_map(reference)

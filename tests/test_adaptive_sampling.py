@@ -75,8 +75,10 @@ def test_sampled_levels_size_their_slots_so_that_few_particles_are_capped(datase
         slots, draws = (json.loads(g.replace("'", '"')) for g in sized.groups())
         assert all(v > 2 for v in slots.values()) and all(draws[f] >= slots[f] for f in slots), log
     sampled = [r for r in records(workdir) if r.get("sampled")]
-    # the bound is 1 % on the 512-particle measurement; a minibatch of 50 may hold one or two capped particles
-    assert sampled and all(r["capped"] <= 0.05 for r in sampled), [r["capped"] for r in sampled]
+    # The bound is 1 % a factor on the level's measurement (its 280 training particles); "capped" counts a particle
+    # capped in any of the three factors, so up to about 3 %, and a minibatch of 30 to 50 holds a few at most.
+    capped = [r["capped"] for r in sampled]
+    assert sampled and np.mean(capped) <= 0.03 and max(capped) <= 0.1, capped
 
 
 def test_the_probe_is_exact_when_the_slots_hold_every_pose(dataset, tmp_path):

@@ -249,7 +249,8 @@ def test_report_command_with_a_reference_adds_the_fsc(finished_run, dataset_dir)
     match = re.search(r"reference_fsc_0.5_angstrom: ([0-9.]+) Å", text)
     truth, pixel = mrc.read_map(dataset_dir / "ground_truth.mrc")
     final, _ = mrc.read_map(finished_run / "final.mrc")
-    # the number is the final map's FSC against the reference, aligned (as printed: two decimals) ...
+    # the number is the final map's FSC against the reference, aligned (as printed: two decimals): the report's
+    # wiring (which map, which reference, which threshold); metrics.evaluate_maps has its own tests ...
     assert match and float(match.group(1)) == pytest.approx(
         metrics.evaluate_maps(final, truth, pixel)[0]["fsc_0.5_angstrom"], abs=0.006)
     # ... and the run learnt the shape: finer than a map with the truth's radial profile and nothing else
@@ -294,17 +295,24 @@ def test_gold_standard_run_writes_half_maps_and_their_fsc(dataset_dir, tmp_path)
     # share is only what each learnt from its own particles.
     starts = [mrc.read_map(workdir / f"half{k}" / "maps" / "initial.mrc")[0] for k in (1, 2)]
     np.testing.assert_array_equal(starts[0], starts[1])
+    shared_map = mrc.read_map(workdir / "shared" / "final.mrc")[0].astype(np.float64)
     cutoff = size * 6.0 / shared["schedule"]["target_resolution_angstrom"]  # Fourier pixels
-    start_ft = np.abs(np.fft.fftn(starts[0])) ** 2
-    assert np.sum(start_ft[k > cutoff + 0.5]) <= 1e-8 * np.sum(start_ft)
-    # Half maps of independent noise: their FSC 0.143 is near where the full map's FSC against the truth falls
-    # to 0.5 (the two agree for a map limited by noise; tolerance 1.5x for 150 particles a half)
-    truth, pixel = mrc.read_map(dataset_dir / "ground_truth.mrc")
-    against_truth = metrics.evaluate_maps(final, truth, pixel)[0]["fsc_0.5_angstrom"]
-    half_estimate = result["half_maps_fsc_0.143_angstrom"]
-    assert against_truth / 1.5 <= half_estimate <= against_truth * 1.5, (half_estimate, against_truth)
+    start_ft, shared_ft = np.fft.fftn(starts[0]), np.fft.fftn(shared_map)
+    assert np.sum(np.abs(start_ft[k > cutoff + 2.5]) ** 2) <= 1e-8 * np.sum(np.abs(start_ft) ** 2)  # edge: 2 px
+    inside = k <= cutoff  # kept as the shared run fitted it
+    np.testing.assert_allclose(start_ft[inside], shared_ft[inside], atol=1e-4 * np.abs(shared_ft).max())
+    assert np.sum(np.abs(shared_ft[k > cutoff + 2.5]) ** 2) > 1e-4 * np.sum(np.abs(shared_ft) ** 2)  # cut: not 0
+    # The resolutions are read within the data's band (the halves' 20 A target + 2 shells): the curve is zero
+    # from the first shell outside it, so the 0.143 crossing is never finer than that shell.
+    band = result["data_band_angstrom"]
+    assert band == pytest.approx(24 * 6.0 / (24 * 6.0 / half["schedule"]["target_resolution_angstrom"] + 2.0))
+    shells = np.arange(len(textbook))
+    first_outside = int(np.floor(24 * 6.0 / band + 1e-9)) + 1  # the crossing lies at most at this shell
+    assert result["half_maps_fsc_0.143_angstrom"] >= 24 * 6.0 / first_outside - 1e-6
+    in_band = np.where(shells <= 24 * 6.0 / band + 1e-9, np.asarray(textbook), 0.0)
+    assert result["half_maps_fsc_0.143_angstrom"] == pytest.approx(metrics.resolution_at(in_band, 6.0, 0.143))
     text = (workdir / "report.html").read_text()
-    assert re.search(r"<li>half_maps_fsc_0.143_angstrom: [0-9.]+ Å</li>", text)  # the FSC section's number
+    assert f"<li>half_maps_fsc_0.143_angstrom: {result['half_maps_fsc_0.143_angstrom']:.2f} Å</li>" in text
     assert "gold standard: half-map FSC 0.143" in (workdir / "run.log").read_text()
 
 
