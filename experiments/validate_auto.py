@@ -45,6 +45,11 @@ SETS = {
     "ribosome_64": {"map": f"{SHARED}/maps/clean70SRibosome_vol_65p.mrc", "map_pixel": 5.0, "box_size": 64},
     "trpv1_64_1k": {"model": f"{SHARED}/structures/3j5p_trpv1.pdb", "box_size": 64, "pixel_size_angstrom": 3.5,
                     "num_particles": 1000},
+    "trpv1_128": {"model": f"{SHARED}/structures/3j5p_trpv1.pdb", "box_size": 128, "pixel_size_angstrom": 2.8},
+    "hpv16_128": {"model": f"{SHARED}/structures/3j6r_hpv16_capsid_asu.pdb", "box_size": 128,
+                  "pixel_size_angstrom": 2.8},
+    "trpv1_64_100k": {"model": f"{SHARED}/structures/3j5p_trpv1.pdb", "box_size": 64, "pixel_size_angstrom": 3.5,
+                      "num_particles": 100_000},
     "ribosome_64_1k": {"map": f"{SHARED}/maps/clean70SRibosome_vol_65p.mrc", "map_pixel": 5.0, "box_size": 64,
                        "num_particles": 1000},
 }

@@ -8,7 +8,7 @@ records (config.json) and works with; the choices are also returned as lines for
   molecule, its shift spread and its CTF delocalisation raise the variance above the background's);
 * shifts: a starting disk of ``MAX_SHIFT_FRACTION`` of the box and a Gaussian prior of ``SHIFT_SIGMA_FRACTION``
   (single images at the SNR of cryo-EM cannot be centred one by one), then, with ``quadrature.adapt_shifts``, the
-  disk widened before each level to 3.5 sigma of the offsets the particles' shift posteriors measure;
+  disk widened before each level to 3.5 sigma of the offsets the means of the particles' shift posteriors measure;
 * schedule: from 40 A (or a quarter of the box) to the resolution 0.9 x Nyquist allows but not finer than
   ``FINEST_TARGET_ANGSTROM``; each level lasts ``passes_per_level`` passes over the training set, chosen so that a
   level holds about ``PARTICLES_PER_LEVEL`` particle visits (at least 0.05 and at most 10 passes);

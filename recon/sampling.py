@@ -336,6 +336,17 @@ def slots_for_level(measured: dict, sizes: dict, share: float) -> tuple[dict, di
     return slots, buffers, fraction
 
 
+def offset_sigma_angstrom(points: np.ndarray, log_phi: np.ndarray) -> float:
+    """The per-axis sigma of particles' 2D offsets from their shift posteriors (``points`` ``(N, S, 2)`` in
+    Angstrom, ``log_phi`` ``(N, S)``): the RMS of the posterior means over sqrt(2). The means, not the posteriors'
+    second moments: a broad posterior says an offset is uncertain, not that it is large."""
+    log_phi = np.asarray(log_phi, np.float64)
+    weights = np.exp(log_phi - log_phi.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    means = np.sum(weights[..., None] * np.asarray(points, np.float64), axis=1)
+    return math.sqrt(np.mean(np.sum(means ** 2, -1)) / 2.0)
+
+
 def next_power_of_two(x: float) -> int:
     return 1 << max(0, math.ceil(math.log2(max(x, 1.0))))
 

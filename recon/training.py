@@ -336,6 +336,20 @@ def sampling_record(stats: dict | None, sizes: tuple, real: np.ndarray, kl) -> d
     return out
 
 
+FINAL_PASS_SHARE = 0.25  # of stop.max_minutes: the most the final pose pass may take within the time limit
+
+
+def final_pass_reserve(config, recent: list, num_particles: int) -> float:
+    """Seconds to keep for the final pose pass within ``stop.max_minutes``: its time at the recent training rate
+    (``recent``: (seconds, particles) of recent iterations; a pass without gradients is faster, so this errs long),
+    or 0 where there is no pass, no rate yet, or it would take more than ``FINAL_PASS_SHARE`` of the limit (it is
+    then skipped, and poses.star keeps the last visits' poses)."""
+    if not (config.output.final_pose_pass and config.stop.max_minutes and recent):
+        return 0.0
+    seconds = num_particles * sum(s for s, _ in recent) / max(sum(p for _, p in recent), 1)
+    return seconds if seconds <= FINAL_PASS_SHARE * 60 * config.stop.max_minutes else 0.0
+
+
 def can_extend(config, iteration: int, host) -> bool:
     """Whether a finished run stopped at an iteration or time limit that ``config.stop`` now raises (and not because
     its held-out error stopped improving)."""
@@ -623,18 +637,16 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         return compile_level(level) if host.level_sampled[str(level)] != "exhaustive" else lv
 
     def widen_shift_disk(level):
-        """Before a level: the shift disk widened (never narrowed) to 3.5 sigma of the particles' offsets as their
-        shift posteriors from the last visits measure them (the points each particle's sampler state keeps), at
-        most a third of the box, so that no particle lies silently outside it."""
+        """Before a level: the shift disk widened (never narrowed) to 3.5 sigma of the particles' offsets, sigma
+        from the spread of their posterior mean offsets at the last visits (the points each particle's sampler
+        state keeps), at most a third of the box, so that no particle lies silently outside it. The means, not
+        the posteriors' second moments: a broad posterior (a coarse map, a large particle) says the offset is
+        uncertain, not that it is large, and would otherwise widen the disk level after level."""
         rows = plan.train[host.sampler.last_visit[plan.train] >= 0]
         previous = host.shift_disks.get(str(level - 1), plan.max_shift_angstrom)
         disk = previous
         if len(rows):
-            log_phi = host.sampler.shifts.log_phi[rows].astype(np.float64)
-            weights = np.exp(log_phi - log_phi.max(axis=1, keepdims=True))
-            weights /= weights.sum(axis=1, keepdims=True)
-            second = np.sum(weights * np.sum(host.sampler.shifts.points[rows].astype(np.float64) ** 2, -1), -1)
-            sigma = math.sqrt(np.mean(second) / 2.0)
+            sigma = sampling.offset_sigma_angstrom(host.sampler.shifts.points[rows], host.sampler.shifts.log_phi[rows])
             disk = max(previous, min(3.5 * sigma, dataset.box_size * pixel / 3.0))
             if disk > previous + 1e-6:
                 progress.line(f"level {level + 1}: shift disk widened to {disk:.1f} A (offsets measured with a sigma "
@@ -663,7 +675,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         if iteration >= config.stop.max_iterations:
             stop_reason = f"reached {config.stop.max_iterations} iterations"
             break
-        if config.stop.max_minutes and time.time() - start_wall > 60 * config.stop.max_minutes:
+        if config.stop.max_minutes and (time.time() - start_wall + final_pass_reserve(config, recent, len(dataset))
+                                        > 60 * config.stop.max_minutes):
             stop_reason = f"reached {config.stop.max_minutes} minutes"
             break
         level = schedules.level_at(iteration, levels, per_level)
@@ -823,7 +836,13 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             last_checkpoint = time.time()
 
     if not host.done:
-        if config.output.final_pose_pass:
+        final_pass = config.output.final_pose_pass
+        if final_pass and config.stop.max_minutes and recent and not final_pass_reserve(config, recent, len(dataset)):
+            final_pass = False
+            progress.line(f"final pose pass skipped: at {sum(p for _, p in recent) / sum(s for s, _ in recent):.1f} "
+                          f"particles/s it would take over {FINAL_PASS_SHARE:.0%} of the time limit; poses.star "
+                          "holds each particle's most probable pose at its last visit")
+        if final_pass:
             level = schedules.level_at(max(iteration - 1, 0), levels, per_level)
             if level != compiled_level:  # e.g. resumed just before the end: build this level's evaluator
                 lv = compile_level(level)

@@ -35,3 +35,22 @@ def test_evaluation_and_save_points():
     assert [i for i in range(60) if schedules.heldout_due(i, 25, 1000)] == [24, 49]
     assert [i for i in range(60) if schedules.heldout_due(i, 0, 30)] == [29, 59]
     assert not schedules.due(5, 0) and schedules.due(10, 5)
+
+
+def test_the_time_limit_keeps_room_for_the_final_pose_pass_or_skips_it():
+    """Recent iterations ran 100 particles/s; the limit is 10 minutes, of which the final pass may take a quarter
+    (150 s): 10,000 particles need 100 s, kept in reserve; 20,000 would need 200 s, so the pass is skipped."""
+    from experiments.configs import default
+    from recon import training
+
+    config = default.get_config()
+    config.stop.max_minutes, config.output.final_pose_pass = 10.0, True
+    recent = [(1.0, 50), (1.0, 150)]
+    assert training.final_pass_reserve(config, recent, 10_000) == 100.0
+    assert training.final_pass_reserve(config, recent, 15_000) == 150.0
+    assert training.final_pass_reserve(config, recent, 20_000) == 0.0
+    assert training.final_pass_reserve(config, [], 10_000) == 0.0
+    config.output.final_pose_pass = False
+    assert training.final_pass_reserve(config, recent, 10_000) == 0.0
+    config.output.final_pose_pass, config.stop.max_minutes = True, 0.0
+    assert training.final_pass_reserve(config, recent, 10_000) == 0.0
