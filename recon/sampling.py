@@ -339,7 +339,9 @@ def slots_for_level(measured: dict, sizes: dict, share: float) -> tuple[dict, di
 def offset_sigma_angstrom(points: np.ndarray, log_phi: np.ndarray) -> float:
     """The per-axis sigma of particles' 2D offsets from their shift posteriors (``points`` ``(N, S, 2)`` in
     Angstrom, ``log_phi`` ``(N, S)``): the RMS of the posterior means over sqrt(2). The means, not the posteriors'
-    second moments: a broad posterior says an offset is uncertain, not that it is large."""
+    second moments: where the images barely constrain the offsets the second moments return the shift prior's own
+    sigma (25.9 A measured against offsets of 11 A, under a prior of 25.1 A), the means stay near the offsets'
+    spread (under a prior wider than the offsets, slightly above it; under a narrower one, below it)."""
     log_phi = np.asarray(log_phi, np.float64)
     weights = np.exp(log_phi - log_phi.max(axis=1, keepdims=True))
     weights /= weights.sum(axis=1, keepdims=True)

@@ -255,6 +255,7 @@ class RunState:
     level_sampled: dict = dataclasses.field(default_factory=dict)  # str(level) -> "trial", "sampled", "exhaustive"
     shift_disks: dict = dataclasses.field(default_factory=dict)  # str(level) -> shift disk radius (A), if widened
     exhaustive_seconds: float = 0.0  # seconds per particle and pose of the latest exhaustive minibatches
+    stopped_at_minutes: float = 0.0  # the stop.max_minutes the run stopped at (0: it did not stop for time)
 
     def tree(self):
         return {"best_pose": self.best_pose, "best_level": self.best_level, "sampler": self.sampler}
@@ -284,7 +285,7 @@ def sampler_capacities(config) -> dict:
 
 
 META_KEYS = ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done", "draw_slots", "draw_buffers",
-             "level_sampled", "exhaustive_seconds", "shift_disks")
+             "level_sampled", "exhaustive_seconds", "shift_disks", "stopped_at_minutes")
 SAMPLER_STREAM = 7  # fold_in constant of the sampler's keys (the initial map uses 0)
 TRIAL_STEPS = 4  # sampled minibatches timed (after the compiling one) against the exhaustive sum's cost
 
@@ -339,15 +340,21 @@ def sampling_record(stats: dict | None, sizes: tuple, real: np.ndarray, kl) -> d
 FINAL_PASS_SHARE = 0.25  # of stop.max_minutes: the most the final pose pass may take within the time limit
 
 
-def final_pass_reserve(config, recent: list, num_particles: int) -> float:
-    """Seconds to keep for the final pose pass within ``stop.max_minutes``: its time at the recent training rate
-    (``recent``: (seconds, particles) of recent iterations; a pass without gradients is faster, so this errs long),
-    or 0 where there is no pass, no rate yet, or it would take more than ``FINAL_PASS_SHARE`` of the limit (it is
-    then skipped, and poses.star keeps the last visits' poses)."""
-    if not (config.output.final_pose_pass and config.stop.max_minutes and recent):
-        return 0.0
-    seconds = num_particles * sum(s for s, _ in recent) / max(sum(p for _, p in recent), 1)
-    return seconds if seconds <= FINAL_PASS_SHARE * 60 * config.stop.max_minutes else 0.0
+def final_pass_seconds(recent: list, sampled_particles: int, summed_particles: int,
+                       summed_seconds_per_particle: float) -> float:
+    """Predicted seconds of a pose pass: ``sampled_particles`` at the recent training rate (``recent``: (seconds,
+    particles) of recent timed iterations; a pass without gradients is faster, so this errs long) and
+    ``summed_particles`` (every pose summed: particles never visited, or a level that sums) at
+    ``summed_seconds_per_particle`` (the recent rate where that is 0)."""
+    per_particle = sum(s for s, _ in recent) / max(sum(p for _, p in recent), 1)
+    return sampled_particles * per_particle + summed_particles * (summed_seconds_per_particle or per_particle)
+
+
+def full_final_pass(config, pass_seconds: float) -> bool:
+    """Whether the final pose pass re-assigns every particle: always without ``stop.max_minutes``, otherwise when
+    it takes at most ``FINAL_PASS_SHARE`` of the limit (else only particles never visited are assigned, and the
+    others keep their most probable pose at their last visit)."""
+    return not config.stop.max_minutes or pass_seconds <= FINAL_PASS_SHARE * 60 * config.stop.max_minutes
 
 
 def can_extend(config, iteration: int, host) -> bool:
@@ -355,7 +362,10 @@ def can_extend(config, iteration: int, host) -> bool:
     its held-out error stopped improving)."""
     converged = host.stale_evaluations >= config.stop.patience
     more_iterations = iteration < config.stop.max_iterations
-    more_time = not config.stop.max_minutes or host.elapsed < 60 * config.stop.max_minutes
+    if host.stopped_at_minutes:  # it stopped for time, early enough to leave the final pass its time
+        more_time = not config.stop.max_minutes or config.stop.max_minutes > host.stopped_at_minutes
+    else:
+        more_time = not config.stop.max_minutes or host.elapsed < 60 * config.stop.max_minutes
     return more_iterations and more_time and not converged
 
 
@@ -636,12 +646,33 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                               "of them)")
         return compile_level(level) if host.level_sampled[str(level)] != "exhaustive" else lv
 
+    def final_pass_plan(level):
+        """The final pose pass at ``level`` (the compiled one): its rows (padded minibatches), predicted seconds, and
+        whether it re-assigns every particle (``full_final_pass``); if not, only the rows with a particle never
+        visited (poses.star needs a pose for each). Rows are summed exhaustively where ``evaluate_rows`` would."""
+        if not config.output.final_pose_pass:
+            return [], 0.0, True
+        rows = list(plan.batches) + ([padded_indices(plan.heldout, lv.eval_multiple)] if len(plan.heldout) else [])
+        sampled_level = (use_sampling and iteration >= config.sampling.start_iteration
+                         and host.level_sampled.get(str(level)) != "exhaustive")
+        summed_cost = host.exhaustive_seconds * lv.points_per_particle if sampled_level else 0.0
+
+        def seconds(some):
+            sampled = [sampled_level and bool(np.all(host.sampler.last_visit[r[r >= 0]] >= 0)) for r in some]
+            counts = [int(np.sum(r >= 0)) for r in some]
+            return final_pass_seconds(recent, sum(c for c, x in zip(counts, sampled) if x),
+                                      sum(c for c, x in zip(counts, sampled) if not x), summed_cost)
+
+        predicted = seconds(rows)
+        if full_final_pass(config, predicted):
+            return rows, predicted, True
+        rows = [r for r in rows if np.any(host.best_level[r[r >= 0]] < 0)]
+        return rows, seconds(rows), False
+
     def widen_shift_disk(level):
         """Before a level: the shift disk widened (never narrowed) to 3.5 sigma of the particles' offsets, sigma
-        from the spread of their posterior mean offsets at the last visits (the points each particle's sampler
-        state keeps), at most a third of the box, so that no particle lies silently outside it. The means, not
-        the posteriors' second moments: a broad posterior (a coarse map, a large particle) says the offset is
-        uncertain, not that it is large, and would otherwise widen the disk level after level."""
+        from the spread of their posterior mean offsets at the last visits (``sampling.offset_sigma_angstrom``),
+        at most a third of the box, so that no particle lies silently outside it."""
         rows = plan.train[host.sampler.last_visit[plan.train] >= 0]
         previous = host.shift_disks.get(str(level - 1), plan.max_shift_angstrom)
         disk = previous
@@ -675,10 +706,13 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         if iteration >= config.stop.max_iterations:
             stop_reason = f"reached {config.stop.max_iterations} iterations"
             break
-        if config.stop.max_minutes and (time.time() - start_wall + final_pass_reserve(config, recent, len(dataset))
-                                        > 60 * config.stop.max_minutes):
-            stop_reason = f"reached {config.stop.max_minutes} minutes"
-            break
+        if config.stop.max_minutes:
+            reserve = final_pass_plan(compiled_level)[1] if compiled_level is not None else 0.0
+            if process_zero_says(time.time() - start_wall + reserve > 60 * config.stop.max_minutes):
+                host.stopped_at_minutes = float(config.stop.max_minutes)
+                stop_reason = (f"reached {config.stop.max_minutes} minutes (with {format_seconds(reserve)} kept for "
+                               "the final pose pass)" if reserve else f"reached {config.stop.max_minutes} minutes")
+                break
         level = schedules.level_at(iteration, levels, per_level)
         if level != compiled_level:
             if config.quadrature.get("adapt_shifts") and level > 0 and str(level) not in host.shift_disks:
@@ -759,8 +793,9 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                 trial_times.append(seconds)
                 if len(trial_times) >= TRIAL_STEPS:
                     judge_trial(level, trial_times, lv.points_per_particle)
+        if not fresh:  # the first step after a compile includes compiling
+            recent = (recent + [(seconds, int(real.sum()))])[-20:]
         fresh = False
-        recent = (recent + [(seconds, int(real.sum()))])[-20:]
         rate = sum(p for _, p in recent) / max(sum(s for s, _ in recent), 1e-9)
         iteration += 1
         host.elapsed = time.time() - start_wall
@@ -788,8 +823,10 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                     fresh, trial_times = True, []
         if schedules.heldout_due(iteration - 1, config.output.heldout_every, per_level) and len(plan.heldout):
             volume = opt_state.volume
-            _, residual = lv.evaluate_rows(padded_indices(plan.heldout, lv.eval_multiple), iteration - 1, 1,
-                                            volume)
+            heldout_rows = padded_indices(plan.heldout, lv.eval_multiple)
+            heldout_best, residual = lv.evaluate_rows(heldout_rows, iteration - 1, 1, volume)
+            host.best_pose[heldout_rows[heldout_rows >= 0]] = heldout_best
+            host.best_level[heldout_rows[heldout_rows >= 0]] = level
             host.last_rremse = rremse(residual, lv.grid)
             record["heldout_rremse"] = host.last_rremse
             if level == levels - 1:
@@ -813,7 +850,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         progress.metrics(record)
         remaining = max(0, min(config.stop.max_iterations, levels * per_level + config.stop.final_level_iterations)
                         - iteration)
-        eta = remaining * (sum(s for s, _ in recent) / len(recent))
+        eta = remaining * (sum(s for s, _ in recent) / max(len(recent), 1))
         if config.stop.max_minutes:
             eta = max(0.0, min(eta, 60 * config.stop.max_minutes - host.elapsed))
         if schedules.due(iteration, config.output.log_every) or stop_reason:
@@ -836,19 +873,15 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             last_checkpoint = time.time()
 
     if not host.done:
-        final_pass = config.output.final_pose_pass
-        if final_pass and config.stop.max_minutes and recent and not final_pass_reserve(config, recent, len(dataset)):
-            final_pass = False
-            progress.line(f"final pose pass skipped: at {sum(p for _, p in recent) / sum(s for s, _ in recent):.1f} "
-                          f"particles/s it would take over {FINAL_PASS_SHARE:.0%} of the time limit; poses.star "
-                          "holds each particle's most probable pose at its last visit")
-        if final_pass:
+        if config.output.final_pose_pass:
             level = schedules.level_at(max(iteration - 1, 0), levels, per_level)
             if level != compiled_level:  # e.g. resumed just before the end: build this level's evaluator
-                lv = compile_level(level)
-            rows = list(plan.batches)
-            if len(plan.heldout):
-                rows.append(padded_indices(plan.heldout, lv.eval_multiple))
+                lv, compiled_level = compile_level(level), level
+            rows, _, full = final_pass_plan(level)
+            if not full:
+                progress.line(f"final pose pass over {sum(int(np.sum(r >= 0)) for r in rows)} particles never "
+                              f"visited only: a full pass would take over {FINAL_PASS_SHARE:.0%} of the time limit; "
+                              "the others keep their most probable pose at their last visit")
             for row in rows:
                 best, _ = lv.evaluate_rows(row, iteration, 2, opt_state.volume)
                 host.best_pose[row[row >= 0]] = best

@@ -167,6 +167,45 @@ def test_finished_run_continues_when_its_limit_is_raised(dataset_dir, tmp_path):
     assert "prior.scale" in refused.stderr  # names the setting that differs
 
 
+def test_a_run_stopped_for_time_stays_finished_until_the_limit_is_raised(dataset_dir, tmp_path):
+    """0.01 minutes end the training after its first (compiling) step; the final pass still runs. The same command
+    leaves the run as it is (training stopped before the limit to leave the pass its time, so the elapsed time
+    alone would reopen it); a higher limit continues it."""
+    workdir = tmp_path / "timed"
+    particles = dataset_dir / "particles.star"
+    run_reconstruct(particles, workdir, extra=["--config.stop.max_minutes=0.01"])
+    log = (workdir / "run.log").read_text()
+    assert "stopped: reached 0.01 minutes" in log, log
+    before = (workdir / "final.mrc").stat().st_mtime
+    run_reconstruct(particles, workdir, extra=["--config.stop.max_minutes=0.01"])
+    assert (workdir / "final.mrc").stat().st_mtime == before
+    assert "holds a finished run" in (workdir / "run.log").read_text()
+    run_reconstruct(particles, workdir, extra=["--config.stop.max_minutes=0.03"])
+    assert "now raise: continuing" in (workdir / "run.log").read_text()
+
+
+def test_a_final_pass_too_long_for_the_limit_assigns_only_particles_never_visited(dataset_dir, tmp_path,
+                                                                                   monkeypatch):
+    """With no share of the limit allowed for the final pass, a run stopped after 3 of its 6 minibatches assigns the
+    particles it never visited (and the held-out ones, unless an evaluation saw them) and no others: every row of
+    poses.star has a pose, none left at the empty (0, 0, 0), (0, 0)."""
+    from experiments.configs import tiny
+
+    config = tiny.get_config()
+    config.stop.max_iterations, config.stop.max_minutes = 3, 60.0
+    monkeypatch.setattr(training, "FINAL_PASS_SHARE", 0.0)
+    dataset = open_dataset(metadata.read_particles(str(dataset_dir / "particles.star")))
+    workdir = tmp_path / "partial"
+    training.run(config, dataset, str(workdir), quiet=True)
+    log = (workdir / "run.log").read_text()
+    found = re.search(r"final pose pass over (\d+) particles never visited only", log)
+    assert found, log
+    assert 20 < int(found.group(1)) <= len(dataset) - 3 * config.batch_size + config.batch_size, found.group(1)
+    poses = star.read_star(workdir / "poses.star")
+    empty = np.all(poses.angles_degrees == 0, axis=1) & np.all(poses.origins_angstrom == 0, axis=1)
+    assert not np.any(empty), int(np.sum(empty))
+
+
 def test_config_differences_name_changed_settings_only():
     stored = {"seed": 0, "prior": {"kind": "exponential", "scale": 0.1}, "stop": {"max_minutes": 10.0}}
     current = {"seed": 0, "prior": {"kind": "car", "scale": 0.1, "new_option": 3},

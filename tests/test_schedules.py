@@ -37,20 +37,40 @@ def test_evaluation_and_save_points():
     assert not schedules.due(5, 0) and schedules.due(10, 5)
 
 
-def test_the_time_limit_keeps_room_for_the_final_pose_pass_or_skips_it():
-    """Recent iterations ran 100 particles/s; the limit is 10 minutes, of which the final pass may take a quarter
-    (150 s): 10,000 particles need 100 s, kept in reserve; 20,000 would need 200 s, so the pass is skipped."""
+def test_the_final_pose_pass_is_priced_and_kept_within_the_time_limit():
+    """Recent timed iterations: 50 particles in 1 s, then 250 in 2 s: 100 particles/s over the steps (a mean of
+    per-step rates would say 87.5). 8,000 particles sampled at that rate and 2,000 summed at 0.02 s each: 120 s.
+    The limit is 10 minutes, of which a full pass may take a quarter (150 s)."""
+    from experiments.configs import default
+    from recon import training
+
+    recent = [(1.0, 50), (2.0, 250)]
+    assert abs(training.final_pass_seconds(recent, 10_000, 0, 0.0) - 100.0) < 1e-9
+    assert abs(training.final_pass_seconds(recent, 8_000, 2_000, 0.02) - 120.0) < 1e-9
+    assert training.final_pass_seconds([], 10_000, 0, 0.0) == 0.0
+    config = default.get_config()
+    config.stop.max_minutes = 10.0
+    assert training.full_final_pass(config, 150.0) and not training.full_final_pass(config, 150.1)
+    config.stop.max_minutes = 0.0
+    assert training.full_final_pass(config, 1e9)
+
+
+def test_a_run_that_stopped_early_for_its_final_pass_is_not_reopened_by_the_same_limit():
+    """Stopped at 8.5 of its 10 minutes to leave the final pass 1.5: the same limit keeps it finished, a higher one
+    (or none) continues it; a run that did not stop for time continues while its elapsed time is under the limit."""
+    import types
+
     from experiments.configs import default
     from recon import training
 
     config = default.get_config()
-    config.stop.max_minutes, config.output.final_pose_pass = 10.0, True
-    recent = [(1.0, 50), (1.0, 150)]
-    assert training.final_pass_reserve(config, recent, 10_000) == 100.0
-    assert training.final_pass_reserve(config, recent, 15_000) == 150.0
-    assert training.final_pass_reserve(config, recent, 20_000) == 0.0
-    assert training.final_pass_reserve(config, [], 10_000) == 0.0
-    config.output.final_pose_pass = False
-    assert training.final_pass_reserve(config, recent, 10_000) == 0.0
-    config.output.final_pose_pass, config.stop.max_minutes = True, 0.0
-    assert training.final_pass_reserve(config, recent, 10_000) == 0.0
+    config.stop.max_minutes = 10.0
+    host = types.SimpleNamespace(stale_evaluations=0, elapsed=510.0, stopped_at_minutes=10.0)
+    assert not training.can_extend(config, 100, host)
+    config.stop.max_minutes = 12.0
+    assert training.can_extend(config, 100, host)
+    config.stop.max_minutes = 0.0
+    assert training.can_extend(config, 100, host)
+    config.stop.max_minutes = 10.0
+    host.stopped_at_minutes = 0.0  # stopped for another reason (iterations) at 8.5 minutes
+    assert training.can_extend(config, 100, host) == (100 < config.stop.max_iterations)
