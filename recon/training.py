@@ -357,6 +357,14 @@ def full_final_pass(config, pass_seconds: float) -> bool:
     return not config.stop.max_minutes or pass_seconds <= FINAL_PASS_SHARE * 60 * config.stop.max_minutes
 
 
+def assignment_level(particles: int, seconds_per_point: float, points_by_level: list, budget_seconds: float) -> int:
+    """The finest level (index into ``points_by_level``, each level's poses per particle) whose exhaustive pass
+    over ``particles`` takes at most ``budget_seconds`` at ``seconds_per_point`` per particle and pose; the
+    coarsest level when none does."""
+    fits = [lv for lv, points in enumerate(points_by_level) if particles * seconds_per_point * points <= budget_seconds]
+    return max(fits, default=0)
+
+
 def can_extend(config, iteration: int, host) -> bool:
     """Whether a finished run stopped at an iteration or time limit that ``config.stop`` now raises (and not because
     its held-out error stopped improving)."""
@@ -646,12 +654,16 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                               "of them)")
         return compile_level(level) if host.level_sampled[str(level)] != "exhaustive" else lv
 
+    level_points = {}  # poses per particle of each level's quadrature, as priced for the final pass
+
     def final_pass_plan(level):
-        """The final pose pass at ``level`` (the compiled one): its rows (padded minibatches), predicted seconds, and
-        whether it re-assigns every particle (``full_final_pass``); if not, only the rows with a particle never
-        visited (poses.star needs a pose for each). Rows are summed exhaustively where ``evaluate_rows`` would."""
+        """The final pose pass at ``level`` (the compiled one): its rows (padded minibatches), predicted seconds,
+        whether it re-assigns every particle (``full_final_pass``), and the level that assigns. If not full, only
+        the particles never visited are assigned (poses.star needs a pose for each), at the finest level whose
+        exhaustive pass fits ``FINAL_PASS_SHARE`` of the limit (``assignment_level``). Rows are summed
+        exhaustively where ``evaluate_rows`` would."""
         if not config.output.final_pose_pass:
-            return [], 0.0, True
+            return [], 0.0, True, level
         rows = list(plan.batches) + ([padded_indices(plan.heldout, lv.eval_multiple)] if len(plan.heldout) else [])
         sampled_level = (use_sampling and iteration >= config.sampling.start_iteration
                          and host.level_sampled.get(str(level)) != "exhaustive")
@@ -665,9 +677,20 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
 
         predicted = seconds(rows)
         if full_final_pass(config, predicted):
-            return rows, predicted, True
+            return rows, predicted, True, level
         rows = [r for r in rows if np.any(host.best_level[r[r >= 0]] < 0)]
-        return rows, seconds(rows), False
+        predicted = seconds(rows)
+        # Seconds per particle and pose: the exhaustive sums' where timed, else the recent steps' per pose.
+        per_point = host.exhaustive_seconds or final_pass_seconds(recent, 1, 0, 0.0) / lv.points_per_particle
+        if full_final_pass(config, predicted) or not per_point:
+            return rows, predicted, False, level
+        for lv_index in range(level + 1):
+            if lv_index not in level_points:
+                level_points[lv_index] = level_quadrature(plan, lv_index, host.shift_disks.get(str(lv_index))).size
+        budget = FINAL_PASS_SHARE * 60 * config.stop.max_minutes
+        count = sum(int(np.sum(r >= 0)) for r in rows)
+        coarse = assignment_level(count, per_point, [level_points[i] for i in range(level + 1)], budget)
+        return rows, count * per_point * level_points[coarse], False, coarse
 
     def widen_shift_disk(level):
         """Before a level: the shift disk widened (never narrowed) to 3.5 sigma of the particles' offsets, sigma
@@ -877,15 +900,20 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             level = schedules.level_at(max(iteration - 1, 0), levels, per_level)
             if level != compiled_level:  # e.g. resumed just before the end: build this level's evaluator
                 lv, compiled_level = compile_level(level), level
-            rows, _, full = final_pass_plan(level)
+            rows, _, full, assign = final_pass_plan(level)
             if not full:
+                at = (f" at level {assign + 1} ({plan.resolutions[assign]:.1f} A, the finest whose exhaustive pass "
+                      "fits)" if assign != level else "")
                 progress.line(f"final pose pass over {sum(int(np.sum(r >= 0)) for r in rows)} particles never "
-                              f"visited only: a full pass would take over {FINAL_PASS_SHARE:.0%} of the time limit; "
-                              "the others keep their most probable pose at their last visit")
+                              f"visited only{at}: a full pass would take over {FINAL_PASS_SHARE:.0%} of the time "
+                              "limit; the others keep their most probable pose at their last visit")
+            if assign != level:
+                lv, compiled_level = compile_level(assign), assign
             for row in rows:
+                assigned = row >= 0 if assign == level else (row >= 0) & (host.best_level[np.maximum(row, 0)] < 0)
                 best, _ = lv.evaluate_rows(row, iteration, 2, opt_state.volume)
-                host.best_pose[row[row >= 0]] = best
-                host.best_level[row[row >= 0]] = level
+                host.best_pose[row[assigned]] = best[assigned[row >= 0]]
+                host.best_level[row[assigned]] = assign
         ensure_finite_map()
         if writer:
             mrc.write_map(os.path.join(workdir, "final.mrc"), output_map(opt_state.volume), pixel)

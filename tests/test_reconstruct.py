@@ -206,6 +206,36 @@ def test_a_final_pass_too_long_for_the_limit_assigns_only_particles_never_visite
     assert not np.any(empty), int(np.sum(empty))
 
 
+def test_particles_never_visited_are_assigned_at_a_coarser_level_when_the_pass_would_not_fit(dataset_dir, tmp_path,
+                                                                                             monkeypatch):
+    """Two minibatches per level, stopped in level 2 after 4 of the 6 minibatches: with no share of the limit for the
+    final pass, not even level 2's exhaustive pass over the never-visited particles fits, so they are assigned at
+    level 1 (the coarsest): their in-plane angles lie on level 1's grid, and every row of poses.star has a pose."""
+    from experiments.configs import tiny
+
+    config = tiny.get_config()
+    config.schedule.iterations_per_level, config.sampling.enabled = 2, False
+    config.stop.max_iterations, config.stop.max_minutes = 4, 60.0
+    monkeypatch.setattr(training, "FINAL_PASS_SHARE", 0.0)
+    dataset = open_dataset(metadata.read_particles(str(dataset_dir / "particles.star")))
+    workdir = tmp_path / "coarse"
+    training.run(config, dataset, str(workdir), quiet=True)
+    log = (workdir / "run.log").read_text()
+    assert re.search(r"final pose pass over \d+ particles never visited only at level 1 ", log), log
+    plan = training.make_plan(config, dataset)
+    coarse, fine = training.level_quadrature(plan, 0), training.level_quadrature(plan, 1)
+    assert len(coarse.inplane_degrees) < len(fine.inplane_degrees)
+    poses = star.read_star(workdir / "poses.star")
+    visited = np.unique(plan.batches[training.batch_order(config.seed, 0, len(plan.batches))[:4]])
+    never = np.setdiff1d(plan.train, visited)
+    assert len(never) >= config.batch_size
+    on_coarse = np.isclose(poses.angles_degrees[never, 2, None] % 360, np.asarray(coarse.inplane_degrees) % 360,
+                           atol=1e-3).any(axis=1)
+    assert np.all(on_coarse), np.mean(on_coarse)
+    empty = np.all(poses.angles_degrees == 0, axis=1) & np.all(poses.origins_angstrom == 0, axis=1)
+    assert not np.any(empty), int(np.sum(empty))
+
+
 def test_config_differences_name_changed_settings_only():
     stored = {"seed": 0, "prior": {"kind": "exponential", "scale": 0.1}, "stop": {"max_minutes": 10.0}}
     current = {"seed": 0, "prior": {"kind": "car", "scale": 0.1, "new_option": 3},

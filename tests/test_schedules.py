@@ -55,6 +55,19 @@ def test_the_final_pose_pass_is_priced_and_kept_within_the_time_limit():
     assert training.full_final_pass(config, 1e9)
 
 
+def test_particles_never_visited_are_assigned_at_the_finest_level_that_fits():
+    """31,800 particles at 1e-5 s per particle and pose: levels of 1,000 / 10,000 / 100,000 poses take 318 / 3,180 /
+    31,800 s. A 450-s budget (a quarter of 30 minutes) fits the first only; 3,180 s fits two; none fits: the
+    coarsest."""
+    from recon import training
+
+    points = [1_000, 10_000, 100_000]
+    assert training.assignment_level(31_800, 1e-5, points, 450.0) == 0
+    assert training.assignment_level(31_800, 1e-5, points, 3_180.0) == 1
+    assert training.assignment_level(31_800, 1e-5, points, 1e9) == 2
+    assert training.assignment_level(31_800, 1e-5, points, 100.0) == 0
+
+
 def test_a_run_that_stopped_early_for_its_final_pass_is_not_reopened_by_the_same_limit():
     """Stopped at 8.5 of its 10 minutes to leave the final pass 1.5: the same limit keeps it finished, a higher one
     (or none) continues it; a run that did not stop for time continues while its elapsed time is under the limit."""
