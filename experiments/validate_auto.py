@@ -35,7 +35,7 @@ flags.DEFINE_integer("max_points", 10, "Snapshots scored per run.")
 flags.DEFINE_string("out", "experiments/results/validate_auto_cpu.json", "Results JSON.")
 flags.DEFINE_bool("score_only", False, "Score the runs already in --run_root as they are (stopped by hand included).")
 
-# name -> recon.simulate flags (a map: its path and pixel size, cropped in Fourier space to `box` first).
+# name -> recon.simulate config keys (a map: its path and pixel size, cropped in Fourier space to `box` first).
 SETS = {
     "groel_64": {"model": "third_party/1aon/1aon.pdb.gz", "box_size": 64, "pixel_size_angstrom": 5.6},  # tuned on
     "trpv1_64": {"model": f"{SHARED}/structures/3j5p_trpv1.pdb", "box_size": 64, "pixel_size_angstrom": 3.5},
@@ -81,9 +81,8 @@ def simulate(name: str, folder: str) -> str:
         os.makedirs(folder + ".src", exist_ok=True)
         source = os.path.join(folder + ".src", "volume.mrc")
         mrc.write_map(source, fourier_crop(volume, spec.pop("box_size")), pixel)
-        args += ["--volume", source, "--pixel_size_angstrom", f"{pixel:.4f}"]
-    for key, value in spec.items():
-        args += [f"--{key}", str(value)]
+        args += [f"--config.volume={source}", f"--config.pixel_size_angstrom={pixel:.4f}"]
+    args += [f"--config.{key}={value}" for key, value in spec.items()]
     subprocess.run([sys.executable, "-m", "recon.simulate", *args, "--out", folder], cwd=REPO, check=True)
     return star
 

@@ -12,7 +12,7 @@
 Both reuse the likelihood table (:func:`recon.likelihood.batch_top_poses`) and the inversion of
 :mod:`recon.backprojection`; resolution levels follow the run's schedule, ``baselines.epochs_per_level`` epochs
 each. The workdir gets ``metrics.jsonl`` (one line per epoch), ``maps/iter_NNNNNNNN.mrc`` (per epoch),
-``final.mrc`` and ``run.log``, the layout that ``experiments/engine_benchmark.py curve`` reads.
+``final.mrc`` and ``run.log``, the layout of a reconstruction work folder.
 """
 
 from __future__ import annotations

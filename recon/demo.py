@@ -1,5 +1,5 @@
 """The default demo (``./run.sh``): simulate a small GroEL-GroES dataset from the bundled atomic model (PDB 1AON),
-reconstruct it AB INITIO from a random volume (experiments/configs/demo.py), and evaluate the map against the
+reconstruct it AB INITIO from a random volume (recon/configs/demo.py), and evaluate the map against the
 ground truth (after alignment over rotations, shifts and hands). As a reference point it also reconstructs the
 same data from the TRUE poses (direct Fourier inversion), the best any method could do with these particles.
 
@@ -15,6 +15,7 @@ import time
 from absl import flags
 
 from recon import backprojection, cli, density, lock, metrics, synthesis, training
+from recon.configs import demo as demo_config
 from recon.data import open_dataset
 from recon.errors import user_errors_exit
 from recon.io import metadata, mrc
@@ -56,8 +57,6 @@ def demo(workdir: str):
     spec = synthesis.SimulationSpec(num_particles=FLAGS.num_particles, snr=SNR, seed=FLAGS.seed)
     synthesis.simulate_dataset(truth, PIXEL_SIZE_ANGSTROM, spec, data_dir, log=log)
     log(f"dataset: {data_dir}/particles.star ({time.time() - start:.0f} s)")
-
-    from experiments.configs import demo as demo_config
 
     config = demo_config.get_config()
     config.seed = FLAGS.seed

@@ -4,7 +4,7 @@
 
 Running the same command again on an existing workdir resumes from its last checkpoint. See
 ``recon.training`` for the workdir layout; without --config the settings are derived from the data
-(``experiments/configs/default.py``, ``recon/auto_settings.py``) and recorded in WORKDIR/config.json and run.log.
+(``recon/configs/default.py``, ``recon/auto_settings.py``) and recorded in WORKDIR/config.json and run.log.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from recon.data import open_dataset
 from recon.errors import InputError, user_errors_exit
 from recon.io import metadata
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
 flags.DEFINE_string("particles", None, "RELION .star or cryoSPARC .cs particle file.")
 flags.DEFINE_string("workdir", None, "Output folder (resumes if it holds checkpoints).")
@@ -33,7 +32,7 @@ flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initia
 flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0's coordinator.")
 flags.DEFINE_integer("num_processes", None, "With --distributed: the number of processes.")
 flags.DEFINE_integer("process_id", None, "With --distributed: this process's id, 0 .. num_processes - 1.")
-cli.define_config("config", os.path.join(REPO, "experiments", "configs", "default.py"),
+cli.define_config("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py"),
                   "Reconstruction config (ml_collections); without it, settings derived from the data.")
 
 

@@ -14,7 +14,7 @@ from recon import auto_settings, synthesis
 from recon.data import open_dataset
 from recon.errors import InputError
 from recon.io import metadata
-from experiments.configs import default, paper
+from recon.configs import default, paper
 from tests.conftest import REPO
 
 PIXEL = 5.0

@@ -26,7 +26,7 @@ def test_initial_volume_carries_the_data_signal_power_in_the_first_band(tmp_path
     strong."""
     import jax.numpy as jnp
 
-    from experiments.configs import paper
+    from recon.configs import paper
     from recon import conventions, projection, synthesis, training
     from recon.ctf import CTFParams
     from recon.data import open_dataset

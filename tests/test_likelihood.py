@@ -108,7 +108,7 @@ def test_empty_map_log_marginal_is_minus_half_the_band_energy(problem):
 
 # The interpolated transforms' documented accuracy (relative error, in norm, against the exact transform) at the
 # oversampling the runs use: width 6 "near 1e-5" (recon/projection.py; taken as 2e-5), width 4 "~1e-3 off the exact
-# slice at 2x" (experiments/configs/paper.py), linear "2.5% at 3x" (experiments/configs/groel64_is.py).
+# slice at 2x" (recon/configs/paper.py), linear "2.5% at 3x" (experiments/configs/groel64_is.py).
 KERNELS = [("kaiser_bessel6", 2, 2e-5), ("kaiser_bessel", 2, 1e-3), ("linear", 3, 0.025)]
 
 

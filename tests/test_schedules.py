@@ -41,7 +41,7 @@ def test_the_final_pose_pass_is_priced_and_kept_within_the_time_limit():
     """Recent timed iterations: 50 particles in 1 s, then 250 in 2 s: 100 particles/s over the steps (a mean of
     per-step rates would say 87.5). 8,000 particles sampled at that rate and 2,000 summed at 0.02 s each: 120 s.
     The limit is 10 minutes, of which a full pass may take a quarter (150 s)."""
-    from experiments.configs import default
+    from recon.configs import default
     from recon import training
 
     recent = [(1.0, 50), (2.0, 250)]
@@ -73,7 +73,7 @@ def test_a_run_that_stopped_early_for_its_final_pass_is_not_reopened_by_the_same
     (or none) continues it; a run that did not stop for time continues while its elapsed time is under the limit."""
     import types
 
-    from experiments.configs import default
+    from recon.configs import default
     from recon import training
 
     config = default.get_config()

@@ -61,9 +61,9 @@ def test_snr_is_as_requested(tmp_path):
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     out = tmp_path_factory.mktemp("groel")
-    result = run_cli("recon.simulate", "--model", "third_party/1aon/1aon.pdb.gz", "--box_size", "32",
-                     "--pixel_size_angstrom", "8", "--num_particles", "20", "--snr", "0.05", "--seed", "1",
-                     "--out", str(out))
+    result = run_cli("recon.simulate", "--config.model=third_party/1aon/1aon.pdb.gz", "--config.box_size=32",
+                     "--config.pixel_size_angstrom=8", "--config.num_particles=20", "--config.snr=0.05",
+                     "--config.seed=1", "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out
 
@@ -170,12 +170,13 @@ def test_alignment_search_helpers():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (("recon.simulate", "--model", "missing.pdb", "--box_size", "32", "--pixel_size_angstrom", "4", "--out", "x"),
-     "missing.pdb: file not found"),
-    (("recon.simulate", "--volume", "pyproject.toml", "--out", "x"), "pyproject.toml: not"),
-    (("recon.simulate", "--model", "third_party/1aon/1aon.pdb.gz", "--out", "x"), "--box_size"),
-    (("recon.simulate", "--model", "third_party/1aon/1aon.pdb.gz", "--box_size", "32", "--pixel_size_angstrom",
-      "4", "--snr", "-1", "--out", "x"), "--snr must be positive"),
+    (("recon.simulate", "--config.model=missing.pdb", "--config.box_size=32", "--config.pixel_size_angstrom=4",
+      "--out", "x"), "missing.pdb: file not found"),
+    (("recon.simulate", "--config.volume=pyproject.toml", "--out", "x"), "pyproject.toml: not"),
+    (("recon.simulate", "--config.model=third_party/1aon/1aon.pdb.gz", "--out", "x"), "--config.box_size"),
+    (("recon.simulate", "--config.model=third_party/1aon/1aon.pdb.gz", "--config.box_size=32",
+      "--config.pixel_size_angstrom=4", "--config.snr=-1", "--out", "x"), "--config.snr must be positive"),
+    (("recon.simulate", "--config.modle=third_party/1aon/1aon.pdb.gz", "--out", "x"), "did you mean --config.model"),
     (("recon.evaluate", "--map", "nope.mrc", "--reference", "nope2.mrc"), "nope.mrc: file not found"),
     (("recon.reconstruct", "--particles", "missing.star", "--workdir", "x"), "missing.star: file not found"),
     (("recon.reconstruct", "--particles", "pyproject.toml", "--workdir", "x"), "unknown particle file type"),

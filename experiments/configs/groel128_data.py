@@ -6,11 +6,12 @@ Wall time: 5 minutes alone on the cores (measured 2026-11-27), 20-25 minutes whe
            particle stack, particles.star, ground_truth.mrc.
 """
 
-from experiments.configs import data_base
+from recon.configs import simulate
 
 
 def get_config():
-    c = data_base.get_config()
+    c = simulate.get_config()
+    c.model = "third_party/1aon/1aon.pdb.gz"  # GroEL-GroES-(ADP)7, the paper's synthetic structure
     c.box_size = 128
     c.pixel_size_angstrom = 2.8
     c.num_particles = 40_000

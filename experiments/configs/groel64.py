@@ -7,7 +7,7 @@ Command:  python -m recon.simulate --config experiments/configs/groel64_data.py 
 Target:   FSC 0.5 against the ground truth at 30 A or better within 20 minutes on a 2-core CPU.
 """
 
-from experiments.configs import paper
+from recon.configs import paper
 
 
 def get_config():

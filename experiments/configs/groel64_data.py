@@ -5,11 +5,12 @@ Machine:   2-core x86-64 CPU (the CI machine), JAX 0.10 on CPU.
 Wall time: about 35 s. Output: 164 MB particle stack, particles.star (RELION 3.1, true poses), ground_truth.mrc.
 """
 
-from experiments.configs import data_base
+from recon.configs import simulate
 
 
 def get_config():
-    c = data_base.get_config()
+    c = simulate.get_config()
+    c.model = "third_party/1aon/1aon.pdb.gz"  # GroEL-GroES-(ADP)7, the paper's synthetic structure
     c.box_size = 64
     c.pixel_size_angstrom = 5.6
     c.num_particles = 10_000

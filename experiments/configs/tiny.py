@@ -6,7 +6,7 @@ Command:  python -m recon.simulate --config experiments/configs/tiny_data.py --o
 Expected: finishes in about a minute on 2 cores.
 """
 
-from experiments.configs import paper
+from recon.configs import paper
 
 
 def get_config():

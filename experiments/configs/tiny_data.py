@@ -4,11 +4,12 @@ Command:   python -m recon.simulate --config experiments/configs/tiny_data.py --
 Wall time: a few seconds on a 2-core CPU.
 """
 
-from experiments.configs import data_base
+from recon.configs import simulate
 
 
 def get_config():
-    c = data_base.get_config()
+    c = simulate.get_config()
+    c.model = "third_party/1aon/1aon.pdb.gz"  # GroEL-GroES-(ADP)7, the paper's synthetic structure
     c.box_size = 32
     c.pixel_size_angstrom = 8.0
     c.num_particles = 200

@@ -7,7 +7,7 @@ data), minibatch size, when importance sampling starts, its annealing (in passes
 given on the command line is kept as given. The resolved settings are in WORKDIR/config.json and run.log.
 """
 
-from experiments.configs import paper
+from recon.configs import paper
 
 
 def get_config():

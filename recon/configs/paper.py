@@ -1,7 +1,7 @@
 """The paper's settings (Sec. 3-4), fixed rather than derived from the data: the base of every experiment config.
 (default.py, the plain command's config, derives its settings from the data instead.)
 
-Command:  python -m recon.reconstruct --particles P.star --workdir W --config experiments/configs/paper.py
+Command:  python -m recon.reconstruct --particles P.star --workdir W --config recon/configs/paper.py
           [--config.KEY=VALUE ...]
 Every field can be overridden on the command line, e.g. ``--config.prior.kind=car``.
 """
