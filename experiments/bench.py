@@ -1,50 +1,67 @@
-"""Benchmark harness: one command, one JSON with the machine's description, saved under
-experiments/results/bench_NAME.json and printed.
+r"""Benchmark harness: one command, one JSON with the machine's description, saved as --out/bench_NAME.json
+(default experiments/results/) and printed. Run from the repository root:
 
-    python experiments/bench.py --particles data/groel64/particles.star --map data/groel64/ground_truth.mrc \
+    python -m experiments.bench --particles data/groel64/particles.star --map data/groel64/ground_truth.mrc \
         [--config experiments/configs/groel64_is.py] [--run runs/figures/sagd --truth data/groel64/ground_truth.mrc]
         [--name cpu_2core]
 
 Measures
 - ``matmul_gflops``: the float32 matrix-multiply rate of the default device (2048 x 2048, jitted);
-- per resolution level of the config's schedule, one minibatch (``batch_size`` particles) of the data at the map
-  ``--map``: the exhaustive gradient's time (up to ``--max_exhaustive_poses`` poses per particle; above, estimated
-  from its FLOPs at the last timed level's fraction of the matmul rate), its matrix-product FLOPs and their rate as a fraction of the matmul
-  rate, particles per second; and the importance-sampled gradient's time and particles per second, with the
-  proposals built from that level's exact marginals (the sampler state a particle has after a visit) and the
-  fraction of the quadrature they evaluate;
+- per resolution level of the config's schedule, one minibatch of the data at the map ``--map``: the exhaustive
+  gradient's time (up to ``--max_exhaustive_poses`` poses per particle; above, estimated from its FLOPs at the last
+  timed level's fraction of the matmul rate), its matrix-product FLOPs and their rate as a fraction of the matmul
+  rate, particles per second; and the importance-sampled gradient's time, particles per second and the fraction of
+  the quadrature it evaluates (proposals built from that level's exact marginals);
 - with ``--run`` (a finished run folder) and ``--truth``: the run's own particles per second per level, exhaustive
-  and importance-sampled minibatches apart (``run_rates``), and the wall time at which the run's snapshots first
-  reach FSC 0.5 against the truth at 30, 20, 15 and 10 A (aligned; ``null`` when never), and the run's peak memory;
+  and importance-sampled apart, the wall time at which its snapshots first reach FSC 0.5 against the truth at 30,
+  20, 15 and 10 A (aligned; ``null`` when never), and its peak memory;
 - with ``--scaling 1,2,4``: one minibatch gradient split over that many devices (data parallelism);
 - ``peak_rss_mb`` of this process, and ``device_peak_memory_mb`` where the backend reports it (GPU, TPU).
 
-``--budget_seconds`` starts no level after that many seconds (a GPU compiles each level's two gradients in 20-40 s;
-skipped levels are listed as such). The JSON is rewritten after every level and stage, atomically, so a bench
-killed at its time limit keeps what it measured. On a GPU: ``experiments/gpu_bench.sh`` (simulation, this bench,
-a paper-sized run and its time to 30/20/15/10 A, within one 10-minute command); see README "Benchmarks".
+``--budget_seconds`` starts no level after that many seconds (skipped levels are listed as such). The JSON is
+rewritten atomically after every level and stage, so a bench killed at its time limit keeps what it measured.
+Machine: any (CPU or one GPU); on a GPU, ``experiments/gpu_bench.sh`` runs the simulation, a paper-sized run and
+this bench within one 10-minute command.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
-import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from experiments.engine_benchmark import RESULTS, machine, matmul_rate  # noqa: E402
-from recon import training  # noqa: E402
+from experiments.engine_benchmark import RESULTS, machine, matmul_rate
+from recon import cli, training
+from recon.errors import InputError, user_errors_exit
 
 THRESHOLDS_ANGSTROM = (30.0, 20.0, 15.0, 10.0)
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The command line's flags (absl flags are global: defined only when this module is the entry point)."""
+    flags.DEFINE_string("particles", None, "Particle STAR/.cs file (required).")
+    flags.DEFINE_string("map", None, "map at which to evaluate the gradients (e.g. the truth; required)")
+    flags.DEFINE_string("config", "experiments/configs/groel64_is.py", "Run config file (its schedule and settings).")
+    flags.DEFINE_string("run", None, "a finished run folder, for the time to 30/20/15/10 A")
+    flags.DEFINE_string("truth", None, "ground-truth map for --run")
+    flags.DEFINE_integer("max_points", 12, "Snapshots of --run evaluated against --truth.")
+    flags.DEFINE_integer("max_levels", 0, "0: all levels of the schedule")
+    flags.DEFINE_float("max_exhaustive_poses", 6e6,
+                       "time the exhaustive gradient only up to this many poses per particle (above: estimated)")
+    flags.DEFINE_string("name", None, "results/bench_NAME.json (default: the JAX backend)")
+    flags.DEFINE_string("scaling", "", "e.g. 1,2,4: also time one minibatch gradient split over that many devices "
+                        "(CPU: XLA_FLAGS=--xla_force_host_platform_device_count=4)")
+    flags.DEFINE_integer("scaling_level", 0, "Level of the schedule timed by --scaling.")
+    flags.DEFINE_string("out", RESULTS, "folder for bench_NAME.json")
+    flags.DEFINE_float("budget_seconds", 0.0,
+                       "start no further level after this many seconds (0: no limit); skipped levels say so")
 
 
 def load_config(path: str):
@@ -83,7 +100,7 @@ def levels(config, particles: str, map_path: str, peak_gflops: float, max_levels
                       config.particle_radius_angstrom or None, config.invert_contrast)
     volume = jnp.asarray(mrc.read_map(map_path)[0], jnp.float32)
     if volume.shape[0] != ds.box_size:
-        raise SystemExit(f"error: {map_path}: box {volume.shape[0]} differs from the particles' {ds.box_size}")
+        raise InputError(f"{map_path}: box {volume.shape[0]} differs from the particles' {ds.box_size}")
     plan = training.make_plan(config, ds)
     pixel = ds.pixel_size_angstrom
     batch_size = plan.batches.shape[1]
@@ -226,34 +243,21 @@ def save(record: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--particles", required=True)
-    parser.add_argument("--map", required=True, help="map at which to evaluate the gradients (e.g. the truth)")
-    parser.add_argument("--config", default="experiments/configs/groel64_is.py")
-    parser.add_argument("--run", help="a finished run folder, for the time to 30/20/15/10 A")
-    parser.add_argument("--truth", help="ground-truth map for --run")
-    parser.add_argument("--max_points", type=int, default=12)
-    parser.add_argument("--max_levels", type=int, default=0, help="0: all levels of the schedule")
-    parser.add_argument("--max_exhaustive_poses", type=float, default=6e6,
-                        help="time the exhaustive gradient only up to this many poses per particle (above: estimated)")
-    parser.add_argument("--name", default=None, help="results/bench_NAME.json (default: the JAX backend)")
-    parser.add_argument("--scaling", default="", help="e.g. 1,2,4: also time one minibatch gradient split over "
-                        "that many devices (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=4)")
-    parser.add_argument("--scaling_level", type=int, default=0)
-    parser.add_argument("--out", default=RESULTS, help="folder for bench_NAME.json")
-    parser.add_argument("--budget_seconds", type=float, default=0.0,
-                        help="start no further level after this many seconds (0: no limit); skipped levels say so")
-    args = parser.parse_args()
-    if args.run and not args.truth:
-        raise SystemExit("error: --run needs --truth")
-    config = load_config(args.config)
+@user_errors_exit
+def main(argv):
+    if len(argv) > 1:
+        raise InputError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
+    if not FLAGS.particles or not FLAGS.map:
+        raise InputError("--particles and --map are required")
+    if FLAGS.run and not FLAGS.truth:
+        raise InputError("--run needs --truth")
+    config = load_config(FLAGS.config)
     start = time.time()
-    name = args.name or jax.default_backend()
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"bench_{name}.json")
+    name = FLAGS.name or jax.default_backend()
+    os.makedirs(FLAGS.out, exist_ok=True)
+    path = os.path.join(FLAGS.out, f"bench_{name}.json")
     peak = matmul_rate()
-    record = {"machine": machine(), "config": args.config, "particles": args.particles, "map": args.map,
+    record = {"machine": machine(), "config": FLAGS.config, "particles": FLAGS.particles, "map": FLAGS.map,
               "matmul_gflops": peak, "levels": []}
 
     def stage_done():  # the JSON is rewritten after every stage and level
@@ -266,23 +270,24 @@ def main():
         record["levels"] = rows
         stage_done()
 
-    deadline = start + args.budget_seconds if args.budget_seconds > 0 else float("inf")
-    if args.run:  # first: on a time-limited machine the run's numbers matter most
+    deadline = start + FLAGS.budget_seconds if FLAGS.budget_seconds > 0 else float("inf")
+    if FLAGS.run:  # first: on a time-limited machine the run's numbers matter most
         from recon import report
 
-        metrics = report.read_metrics(args.run)
+        metrics = report.read_metrics(FLAGS.run)
         record["run_rates"] = run_rates(metrics)
         stage_done()
-        record["time_to_resolution"] = time_to_resolution(args.run, metrics, args.truth, args.max_points)
+        record["time_to_resolution"] = time_to_resolution(FLAGS.run, metrics, FLAGS.truth, FLAGS.max_points)
         stage_done()
-    level_done(levels(config, args.particles, args.map, peak, args.max_levels, args.max_exhaustive_poses, deadline,
+    level_done(levels(config, FLAGS.particles, FLAGS.map, peak, FLAGS.max_levels, FLAGS.max_exhaustive_poses, deadline,
                       on_row=level_done))
-    if args.scaling:
-        record["scaling"] = scaling(config, args.particles, args.map, [int(n) for n in args.scaling.split(",")],
-                                    args.scaling_level)
+    if FLAGS.scaling:
+        record["scaling"] = scaling(config, FLAGS.particles, FLAGS.map, [int(n) for n in FLAGS.scaling.split(",")],
+                                    FLAGS.scaling_level)
         stage_done()
     print(json.dumps({k: v for k, v in record.items() if k != "levels"}, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    define_flags()
+    cli.run(main)

@@ -1,32 +1,45 @@
-"""Engine targets: throughput against the machine's matrix-multiply rate, resolution against time of a
-GroEL-GroES run, and memory.
+"""Engine targets: throughput against the machine's matrix-multiply rate, and resolution against time (and peak
+memory) of a GroEL-GroES run.
 
-    python experiments/engine_benchmark.py kernel [--particles data/groel64/particles.star]
+    python -m experiments.engine_benchmark kernel [--particles data/groel64/particles.star]
         float32 matmul rate, and per resolution level of experiments/configs/groel64.py the time of one
         minibatch gradient (200 particles), its matrix-product FLOPs and their rate as a fraction of the matmul rate.
-    python experiments/engine_benchmark.py curve --workdir runs/groel64 --truth data/groel64/ground_truth.mrc
+    python -m experiments.engine_benchmark curve --workdir runs/groel64 --truth data/groel64/ground_truth.mrc
         FSC 0.5 / 0.143 against the truth (after alignment) of the map snapshots of a run, against wall time
         (--snapshots FOLDER instead of --workdir: the files experiments/gpu_paper_sized.sh brings back).
 
-Both print JSON and save it under experiments/results/.
+Both print JSON and save it (--out, default experiments/results/engine_WHAT_cpu.json). Run from the repository
+root; any machine (CPU or one GPU).
 """
 
-import argparse
 import glob
 import json
 import os
 import platform
-import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from recon import cli
+from recon.errors import InputError, user_errors_exit
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
+# RESULTS, machine and matmul_rate are shared with experiments.bench and experiments.process_scaling.
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+COMMANDS = ("kernel", "curve")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The command line's flags (absl flags are global: defined only when this module is the entry point)."""
+    flags.DEFINE_string("particles", "data/groel64/particles.star", "kernel: particle STAR/.cs file.")
+    flags.DEFINE_string("workdir", "runs/groel64", "curve: the run folder.")
+    flags.DEFINE_string("truth", "data/groel64/ground_truth.mrc", "curve: ground-truth map.")
+    flags.DEFINE_string("snapshots", None, "folder from experiments/gpu_paper_sized.sh (instead of --workdir)")
+    flags.DEFINE_integer("max_points", 8, "curve: snapshots evaluated.")
+    flags.DEFINE_string("out", None, "Output JSON (default experiments/results/engine_WHAT_cpu.json).")
 
 
 def machine():
@@ -44,7 +57,7 @@ def matmul_rate(n=2048, repeats=5):
     return 2 * n**3 * repeats / (time.time() - t) / 1e9
 
 
-def kernel(args):
+def kernel(particles: str) -> dict:
     from experiments.configs import groel64
     from recon import likelihood, training
     from recon import step as step_lib
@@ -52,7 +65,7 @@ def kernel(args):
     from recon.io import metadata
 
     config = groel64.get_config()
-    ds = open_dataset(metadata.read_particles(args.particles), config.particle_radius_angstrom)
+    ds = open_dataset(metadata.read_particles(particles), config.particle_radius_angstrom)
     plan = training.make_plan(config, ds)
     peak = matmul_rate()
     rows = []
@@ -108,36 +121,35 @@ def unpack_snapshots(folder: str, pixel: float) -> str:
     return work
 
 
-def curve(args):
+def curve(truth_path: str, workdir: str, snapshots: str | None, max_points: int) -> dict:
     from recon import report
     from recon.io import mrc
 
-    truth, pixel = mrc.read_map(args.truth)
-    if args.snapshots:
-        args.workdir = unpack_snapshots(args.snapshots, pixel)
-    points = report.resolution_curve(args.workdir, truth, args.max_points, log=lambda line: print(line, flush=True))
-    peak = max((r.get("peak_rss_mb", 0) for r in report.read_metrics(args.workdir)), default=None)
-    return {"machine": machine(), "workdir": args.workdir, "points": points, "peak_rss_mb": peak}
+    truth, pixel = mrc.read_map(truth_path)
+    if snapshots:
+        workdir = unpack_snapshots(snapshots, pixel)
+    points = report.resolution_curve(workdir, truth, max_points, log=lambda line: print(line, flush=True))
+    peak = max((r.get("peak_rss_mb", 0) for r in report.read_metrics(workdir)), default=None)
+    return {"machine": machine(), "workdir": workdir, "points": points, "peak_rss_mb": peak}
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["kernel", "curve"])
-    parser.add_argument("--particles", default="data/groel64/particles.star")
-    parser.add_argument("--workdir", default="runs/groel64")
-    parser.add_argument("--truth", default="data/groel64/ground_truth.mrc")
-    parser.add_argument("--snapshots", default=None, help="folder from experiments/gpu_paper_sized.sh (instead of "
-                        "--workdir)")
-    parser.add_argument("--max_points", type=int, default=8)
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
-    result = kernel(args) if args.what == "kernel" else curve(args)
+@user_errors_exit
+def main(argv):
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        raise InputError(f"expected one command, {' or '.join(COMMANDS)}, before the flags; got: "
+                         f"{' '.join(argv[1:]) or 'none'}")
+    what = argv[1]
+    if what == "kernel":
+        result = kernel(FLAGS.particles)
+    else:
+        result = curve(FLAGS.truth, FLAGS.workdir, FLAGS.snapshots, FLAGS.max_points)
     os.makedirs(RESULTS, exist_ok=True)
-    out = args.out or os.path.join(RESULTS, f"engine_{args.what}_cpu.json")
+    out = FLAGS.out or os.path.join(RESULTS, f"engine_{what}_cpu.json")
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
     print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    define_flags()
+    cli.run(main)

@@ -1,6 +1,6 @@
 """Accuracy figures of the forward model and the conventions (the numbers quoted in the README).
 
-    python experiments/foundations_accuracy.py
+    python -m experiments.foundations_accuracy        (from the repository root; any CPU)
 
 Prints one JSON object: relative errors of the Fourier slice (Kaiser-Bessel and trilinear kernels) and of the
 real-space projection against exact line integrals of a Gaussian-blob volume, of simulated particle images against
@@ -9,21 +9,17 @@ an independent forward model, and the FSC of a known-pose reconstruction of a si
 
 import json
 import os
-import sys
 import tempfile
 
+import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax.numpy as jnp  # noqa: E402
-
-from recon import backprojection, conventions as cv, density, metrics, projection as pj, synthesis  # noqa: E402
-from recon.ctf import ctf_value  # noqa: E402
-from recon.data import open_dataset  # noqa: E402
-from recon.io import metadata  # noqa: E402
-from tests.conftest import analytic_projection, blob_volume  # noqa: E402
+from recon import backprojection, conventions as cv, density, metrics, projection as pj, synthesis
+from recon.ctf import ctf_value
+from recon.data import open_dataset
+from recon.io import metadata
+from tests.conftest import analytic_projection, blob_volume
 
 POSES = [(0.0, 0.0, 0.0), (30.0, 60.0, -20.0), (123.0, 100.0, 45.0), (-70.0, 150.0, 200.0), (10.0, 90.0, 90.0)]
 

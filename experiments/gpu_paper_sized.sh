@@ -7,7 +7,7 @@
 #
 # Writes into $OUT (default results/gpu_paper_sized/): log.txt, env.json, metrics.jsonl, snapshots_*.npz (map
 # snapshots, float16, chosen by elapsed time) and final_map.npz (float32). Then, on any machine, the FSC against the
-# truth over time:  python experiments/engine_benchmark.py curve --snapshots OUT --truth data/groel128/ground_truth.mrc
+# truth over time:  python -m experiments.engine_benchmark curve --snapshots OUT --truth data/groel128/ground_truth.mrc
 #
 # Environment: RECON_GPU_MINUTES (reconstruction wall-time cap, default 10), RECON_GPU_PARTICLES (40000),
 # RECON_GPU_DEADLINE_S (the whole script's budget; the GPU test subset runs only in what is left, default 570),

@@ -1,21 +1,22 @@
-"""Importance-sampling experiments: the paper's Figs. 6, 7, 3 and 8 (Sec. 3.3, Sec. 4).
+r"""Importance-sampling experiments: the paper's Figs. 6, 7, 3 and 8 (Sec. 3.3, Sec. 4).
 
     # Fig. 6: accuracy of log p(I | V) with IS against the exact sum, and the fraction evaluated, against s0
-    python experiments/importance_sampling.py fig6 --particles data/groel64/particles.star \
+    python -m experiments.importance_sampling fig6 --particles data/groel64/particles.star \
         --config experiments/configs/groel64_is.py --previous_map runs/groel64_is/maps/iter_00000400.mrc \
         --map runs/groel64_is/maps/iter_00000450.mrc --previous_resolution 20.6 --resolution 17.5
     # Figs. 7, 3, 8 from a finished (or running) reconstruction's workdir
-    python experiments/importance_sampling.py fig7 --workdir runs/groel64_is
-    python experiments/importance_sampling.py fig3 --workdir runs/groel64_is
-    python experiments/importance_sampling.py fig8 --workdir runs/groel64_is --particles data/groel64/particles.star
+    python -m experiments.importance_sampling fig7 --workdir runs/groel64_is
+    python -m experiments.importance_sampling fig3 --workdir runs/groel64_is
+    python -m experiments.importance_sampling fig8 --workdir runs/groel64_is --particles data/groel64/particles.star
     # Speed-up at full size: the samplers' chain through every level (40 A -> 10 A) with a fixed map
-    python experiments/importance_sampling.py chain --particles data/groel128/particles.star \
+    python -m experiments.importance_sampling chain --particles data/groel128/particles.star \
         --config experiments/configs/groel128_is.py --map data/groel128/ground_truth.mrc --num_particles 200
 
 ``chain`` measures the fraction of the quadrature evaluated at each level when every particle's samplers are
 carried from 40 A to the final resolution the way a run carries them (exhaustive first visit, then IS), with a
 fixed map (the ground truth: the converged case, as at the end of a run); it also reports how far the most probable
-sampled pose is from the true one. Each writes a PNG and a JSON of the plotted numbers under ``--out`` (default experiments/results/).
+sampled pose is from the true one. Each writes a PNG and a JSON of the plotted numbers under ``--out`` (default
+experiments/results/). Run from the repository root.
 Fig. 6 builds each particle's proposal the way a run does: from the exact marginals of its previous visit (the
 earlier map, one level coarser), annealed as at a late iteration, then samples at the finer level with the later
 map; the exact sum at the finer level is the reference.
@@ -26,47 +27,48 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from recon import checkpoint, likelihood, quadrature, sampling, training  # noqa: E402
-from recon.data import open_dataset  # noqa: E402
-from recon.io import metadata, mrc  # noqa: E402
+from recon import checkpoint, cli, likelihood, quadrature, sampling, training
+from recon.data import open_dataset
+from recon.errors import InputError, user_errors_exit
+from recon.io import metadata, mrc
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("particles", None, "particle STAR/.cs file")
-flags.DEFINE_string("config", "experiments/configs/groel64_is.py", "run config (radius, shifts, kernel)")
-flags.DEFINE_string("map", None, "fig6: the partly converged map")
-flags.DEFINE_string("previous_map", None, "fig6: the map at the particles' previous visit")
-flags.DEFINE_float("resolution", 17.5, "fig6: resolution (A) of the evaluated level")
-flags.DEFINE_float("previous_resolution", 20.6, "fig6: resolution (A) of the previous visit")
-flags.DEFINE_integer("num_particles", 50, "fig6: particles evaluated")
-flags.DEFINE_list("s0", ["0.5", "1", "2", "5", "10", "20", "50"], "fig6: ESS scaling factors")
-flags.DEFINE_integer("repeats", 3, "fig6: independent draws per particle and s0")
-flags.DEFINE_string("run_config", None, "fig6: a run's config.json (or workdir): its radius, shifts, kernel and "
-                    "sampler settings (bandwidth, annealing, the points its state keeps) instead of --config's; "
-                    "--resolution and --previous_resolution snap to its levels. Give the slots and draws its "
-                    "run.log reports for the level with --slots and --buffers")
-flags.DEFINE_list("slots", None, "fig6: distinct points per factor (directions,inplane,shifts); default 1024,128,128 "
-                  "(rarely capped), or the config's max_* with --run_config")
-flags.DEFINE_list("buffers", None, "fig6: most draws per factor (default: the slots)")
-flags.DEFINE_list("state_capacity", None, "fig6: points kept per factor between visits (default: the slots)")
-flags.DEFINE_float("bandwidth_factor", 0.0, "fig6: kernel sigma in previous spacings (0: the config's)")
-flags.DEFINE_float("temperature_min", 0.0, "fig6: the annealing's final temperature (0: the config's)")
-flags.DEFINE_float("alpha_min", -1.0, "fig6: the annealing's final uniform share (-1: the config's)")
-flags.DEFINE_integer("visits_per_level", 2, "chain: visits of every particle per level")
-flags.DEFINE_integer("symmetry_order", 7, "chain: C_n order of the particle for the pose check (1: none)")
-flags.DEFINE_string("workdir", None, "figs 7, 3, 8: a reconstruction workdir")
-flags.DEFINE_string("out", "experiments/results", "output folder")
-flags.DEFINE_string("tag", "", "suffix for the output names")
+
+
+def define_flags():
+    """The command line's flags (absl flags are global: defined only when this module is the entry point)."""
+    flags.DEFINE_string("particles", None, "particle STAR/.cs file")
+    flags.DEFINE_string("config", "experiments/configs/groel64_is.py", "run config (radius, shifts, kernel)")
+    flags.DEFINE_string("map", None, "fig6: the partly converged map")
+    flags.DEFINE_string("previous_map", None, "fig6: the map at the particles' previous visit")
+    flags.DEFINE_float("resolution", 17.5, "fig6: resolution (A) of the evaluated level")
+    flags.DEFINE_float("previous_resolution", 20.6, "fig6: resolution (A) of the previous visit")
+    flags.DEFINE_integer("num_particles", 50, "fig6: particles evaluated")
+    flags.DEFINE_list("s0", ["0.5", "1", "2", "5", "10", "20", "50"], "fig6: ESS scaling factors")
+    flags.DEFINE_integer("repeats", 3, "fig6: independent draws per particle and s0")
+    flags.DEFINE_string("run_config", None, "fig6: a run's config.json (or workdir): its radius, shifts, kernel and "
+                        "sampler settings (bandwidth, annealing, the points its state keeps) instead of --config's; "
+                        "--resolution and --previous_resolution snap to its levels. Give the slots and draws its "
+                        "run.log reports for the level with --slots and --buffers")
+    flags.DEFINE_list("slots", None, "fig6: distinct points per factor (directions,inplane,shifts); default "
+                      "1024,128,128 (rarely capped), or the config's max_* with --run_config")
+    flags.DEFINE_list("buffers", None, "fig6: most draws per factor (default: the slots)")
+    flags.DEFINE_list("state_capacity", None, "fig6: points kept per factor between visits (default: the slots)")
+    flags.DEFINE_float("bandwidth_factor", 0.0, "fig6: kernel sigma in previous spacings (0: the config's)")
+    flags.DEFINE_float("temperature_min", 0.0, "fig6: the annealing's final temperature (0: the config's)")
+    flags.DEFINE_float("alpha_min", -1.0, "fig6: the annealing's final uniform share (-1: the config's)")
+    flags.DEFINE_integer("visits_per_level", 2, "chain: visits of every particle per level")
+    flags.DEFINE_integer("symmetry_order", 7, "chain: C_n order of the particle for the pose check (1: none)")
+    flags.DEFINE_string("workdir", None, "figs 7, 3, 8: a reconstruction workdir")
+    flags.DEFINE_string("out", "experiments/results", "output folder")
+    flags.DEFINE_string("tag", "", "suffix for the output names")
 
 
 def load_config(path):
@@ -305,7 +307,7 @@ def fig8(config):
                 "sampler": host}
     files = checkpoint.list_checkpoints(os.path.join(FLAGS.workdir, "checkpoints"))
     if not files:
-        raise SystemExit(f"error: {FLAGS.workdir}: no checkpoint to read the sampler state from")
+        raise InputError(f"{FLAGS.workdir}: no checkpoint to read the sampler state from")
     data = np.load(files[-1])
     leaves, treedef = jax.tree_util.tree_flatten(template)
     count = sum(k.startswith("leaf_") for k in data.files)
@@ -440,12 +442,15 @@ def chain(config):
     save("is_chain_" + os.path.splitext(os.path.basename(FLAGS.config))[0], record, fig)
 
 
+@user_errors_exit
 def main(argv):
     commands = {"fig6": fig6, "fig7": fig7, "fig3": fig3, "fig8": fig8, "chain": chain}
     if len(argv) != 2 or argv[1] not in commands:
-        raise SystemExit(f"usage: importance_sampling.py {'|'.join(commands)} [flags]")
+        raise InputError(f"expected one command ({', '.join(commands)}) before the flags; got: "
+                         f"{' '.join(argv[1:]) or 'none'}")
     commands[argv[1]](load_config(FLAGS.config))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    cli.run(main)

@@ -3,14 +3,14 @@ that reuse one stack's images (a STAR file listing them over and over: memory do
 images are distinct, and no 10 GB stack has to be simulated), a few iterations each, float32 and bfloat16 stored
 SAGD gradients. Prints and saves experiments/results/memory_scaling_NAME.json with the measured peak resident
 memory, the accounted parts (per-particle state, SAGD's stored gradients: one map per minibatch) and the projection
-for 1,000,000 particles at 128 x 128.
+for 1,000,000 particles at 128 x 128. Machine: any CPU (runs recon.reconstruct as subprocesses); from the
+repository root:
 
-    python experiments/memory_benchmark.py --particles data/groel64/particles.star [--counts 10000,40000,160000]
+    python -m experiments.memory_benchmark --particles data/groel64/particles.star [--counts 10000,40000,160000]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -19,14 +19,23 @@ import sys
 import tempfile
 
 import numpy as np
+from absl import flags
+
+from recon import cli, sampling
+from recon.errors import InputError, user_errors_exit
+from recon.io import metadata, star
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from recon import sampling  # noqa: E402
-from recon.io import metadata, star  # noqa: E402
-
 RESULTS = os.path.join(REPO, "experiments", "results")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The command line's flags (absl flags are global: defined only when this module is the entry point)."""
+    flags.DEFINE_string("particles", None, "Particle STAR/.cs file whose images are repeated (required).")
+    flags.DEFINE_string("counts", "10000,40000,160000", "Comma-separated particle counts.")
+    flags.DEFINE_integer("iterations", 4, "Iterations of each run.")
+    flags.DEFINE_string("name", "cpu", "Results go to experiments/results/memory_scaling_NAME.json.")
 
 
 def repeated_star(source: str, count: int, out_path: str) -> None:
@@ -61,26 +70,25 @@ def run_one(particles: str, count: int, grad_dtype: str, workdir: str, iteration
             "peak_rss_mb": summary["peak_rss_mb"]}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--particles", required=True)
-    parser.add_argument("--counts", default="10000,40000,160000")
-    parser.add_argument("--iterations", type=int, default=4)
-    parser.add_argument("--name", default="cpu")
-    args = parser.parse_args()
+@user_errors_exit
+def main(argv):
+    if len(argv) > 1:
+        raise InputError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
+    if not FLAGS.particles:
+        raise InputError("--particles is required")
     from experiments.configs import groel64_is
 
     config = groel64_is.get_config()
     caps = {"directions": config.sampling.max_directions, "inplane": config.sampling.max_inplane,
             "shifts": config.sampling.max_shifts}
-    box = metadata.read_particles(args.particles)
+    box = metadata.read_particles(FLAGS.particles)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for count in [int(c) for c in args.counts.split(",")]:
+        for count in [int(c) for c in FLAGS.counts.split(",")]:
             path = os.path.join(tmp, f"p{count}.star")
-            repeated_star(args.particles, count, path)
+            repeated_star(FLAGS.particles, count, path)
             for dtype in ("float32", "bfloat16"):
-                row = run_one(path, count, dtype, os.path.join(tmp, f"run_{count}_{dtype}"), args.iterations)
+                row = run_one(path, count, dtype, os.path.join(tmp, f"run_{count}_{dtype}"), FLAGS.iterations)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     from recon.data import open_dataset
@@ -98,14 +106,15 @@ def main():
         fit[dtype] = {"measured_mb_per_1000_particles": slope * 1000, "intercept_mb": intercept,
                       "accounted_mb_per_1000_particles": accounted * 1000,
                       "projected_gb_for_1e6_particles_128px": projected}
-    record = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "source": args.particles,
+    record = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "source": FLAGS.particles,
               "box": size, "batch_size": config.batch_size, "per_particle_state_bytes": per_particle, "runs": rows,
               "fit": fit}
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, f"memory_scaling_{args.name}.json"), "w") as f:
+    with open(os.path.join(RESULTS, f"memory_scaling_{FLAGS.name}.json"), "w") as f:
         json.dump(record, f, indent=1)
     print(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    define_flags()
+    cli.run(main)

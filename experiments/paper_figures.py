@@ -1,14 +1,14 @@
-"""The paper's Figs. 5, 9, 10, 11 and the s0 / optimiser ablations, each from one figure config.
+r"""The paper's Figs. 5, 9, 10, 11 and the s0 / optimiser ablations, each from one figure config.
 
-    python experiments/paper_figures.py --config experiments/configs/fig9.py \
+    python -m experiments.paper_figures --config experiments/configs/fig9.py \
         --particles data/groel64/particles.star --truth data/groel64/ground_truth.mrc --workdir runs/fig9
 
-A figure config (``experiments/configs/fig*.py``, ``ablation_*.py``) is a reconstruction config plus
-``figure.kind`` and ``figure.runs``: a list of ``label:method:override,override,...`` entries (method ``sagd``,
-``projection_matching`` or ``em``; overrides ``key=value`` on the config). Each run goes to a normal run folder
-under ``WORKDIR`` named for what it computes (``sagd``, ``sagd__prior.kind=uniform``, ``em``; see
-``run_folder_name``), so an interrupted figure resumes and figures run into the same ``WORKDIR`` share their
-common runs (the default SAGD run serves Figs. 5, 9, 10, 11 and the s0 ablation); then the figure is drawn:
+Run from the repository root. A figure config (``experiments/configs/fig*.py``, ``ablation_*.py``) is a
+reconstruction config plus ``figure.kind`` and ``figure.runs``: a list of ``label:method:override,override,...``
+entries (method ``sagd``, ``projection_matching`` or ``em``; overrides ``key=value`` on the config). Each run goes
+to a normal run folder under ``WORKDIR`` named for what it computes (``sagd``, ``sagd__prior.kind=uniform``,
+``em``; see ``run_folder_name``), so an interrupted figure resumes and figures run into the same ``WORKDIR`` share
+their common runs (the default SAGD run serves Figs. 5, 9, 10, 11 and the s0 ablation); then the figure is drawn:
 
 - ``snapshots`` (Fig. 5): the map at ``figure.snapshot_minutes`` of the one run: isosurface and central slice.
 - ``compare`` (Fig. 9 and the ablations): FSC 0.5 against ``--truth`` (after alignment) against wall time for
@@ -30,24 +30,25 @@ import shutil
 import sys
 
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from recon import baselines, metrics, report, training  # noqa: E402
-from recon.data import open_dataset  # noqa: E402
-from recon.errors import InputError, user_errors_exit  # noqa: E402
-from recon.io import metadata, mrc  # noqa: E402
+from recon import baselines, cli, metrics, report, training
+from recon.data import open_dataset
+from recon.errors import InputError, user_errors_exit
+from recon.io import metadata, mrc
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Figure config (experiments/configs/fig*.py or ablation_*.py).")
-flags.DEFINE_string("particles", None, "Particle STAR/.cs file.")
-flags.DEFINE_string("truth", None, "Ground-truth map for FSC curves (compare figures).")
-flags.DEFINE_string("workdir", None, "Folder for the runs and the figure.")
-flags.DEFINE_string("out", None, "Optional folder to copy the figure and its JSON to.")
-flags.DEFINE_integer("max_points", 6, "Snapshots evaluated per run for the FSC-against-time curves.")
-flags.DEFINE_bool("quiet", True, "No per-iteration progress lines.")
+
+
+def define_flags():
+    """The command line's flags (absl flags are global: defined only when this module is the entry point)."""
+    cli.define_config("config", None, "Figure config (experiments/configs/fig*.py or ablation_*.py).")
+    flags.DEFINE_string("particles", None, "Particle STAR/.cs file.")
+    flags.DEFINE_string("truth", None, "Ground-truth map for FSC curves (compare figures).")
+    flags.DEFINE_string("workdir", None, "Folder for the runs and the figure.")
+    flags.DEFINE_string("out", None, "Optional folder to copy the figure and its JSON to.")
+    flags.DEFINE_integer("max_points", 6, "Snapshots evaluated per run for the FSC-against-time curves.")
+    flags.DEFINE_bool("quiet", True, "No per-iteration progress lines.")
 
 
 def parse_run(entry: str) -> tuple[str, str, dict]:
@@ -248,7 +249,8 @@ def draw_summary(config, runs: dict, dataset):
 
 @user_errors_exit
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise InputError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
     config = FLAGS.config
     if config is None or "figure" not in config:
         raise InputError("--config must be a figure config (with a 'figure' section)")
@@ -276,9 +278,9 @@ def main(argv):
     fig.savefig(png, dpi=110, bbox_inches="tight")
     import jax
     record = {"figure": name, "title": config.figure.title, "runs": numbers,
-              "command": " ".join(sys.argv), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                                          "jax": jax.__version__,
-                                                          "devices": [str(d) for d in jax.devices()]}}
+              "command": " ".join(["python -m experiments.paper_figures", *sys.argv[1:]]),
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__,
+                          "devices": [str(d) for d in jax.devices()]}}
     with open(os.path.join(FLAGS.workdir, f"{name}.json"), "w") as f:
         json.dump(record, f, indent=1)
     if FLAGS.out:
@@ -289,4 +291,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    cli.run(main)

@@ -17,7 +17,6 @@ each. The workdir gets ``metrics.jsonl`` (one line per epoch), ``maps/iter_NNNNN
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -52,39 +51,54 @@ def run(kind: str, config, dataset: ParticleDataset, workdir: str, quiet: bool =
         return _run(kind, config, dataset, workdir, quiet, notes)
 
 
+def _resume_point(workdir: str) -> tuple[int, float]:
+    """(epochs done, seconds they took) of an earlier run in ``workdir``: the last epoch whose map was written (an
+    epoch's map is the whole state of these batch methods; a record without its map is redone)."""
+    from recon import report
+
+    done, seconds = 0, 0.0
+    for record in report.read_metrics(workdir):
+        epoch = int(record.get("epoch", -1)) + 1
+        if epoch == done + 1 and os.path.exists(os.path.join(workdir, "maps", f"iter_{epoch:08d}.mrc")):
+            done, seconds = epoch, float(record.get("seconds", 0.0))
+    return done, seconds
+
+
 def _run(kind: str, config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> dict:
-    os.makedirs(os.path.join(workdir, "maps"), exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=1, sort_keys=True))
-    log = open(os.path.join(workdir, "run.log"), "w")
-    metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "w")
-
-    def say(text):
-        log.write(text + "\n")
-        log.flush()
-        if not quiet:
-            print(text, flush=True)
-
-    for note in notes:
-        say(f"settings: {note}")
+    done, seconds_before = _resume_point(workdir)
+    training.prepare_workdir(config, workdir, resuming=done > 0)
+    progress = training.Progress(workdir, quiet)
     plan = training.make_plan(config, dataset)
-    volume, _ = training.initial_volume(config, dataset, plan)  # the SAGD run's random start, same seed
-    mrc.write_map(os.path.join(workdir, "maps", "initial.mrc"), volume, dataset.pixel_size_angstrom)
     size, pixel = dataset.box_size, dataset.pixel_size_angstrom
+    epochs = config.baselines.epochs_per_level * len(plan.resolutions)
+    final = os.path.join(workdir, "final.mrc")
+    if done >= epochs and os.path.exists(final):
+        progress.line(f"{workdir} holds a finished run; final.mrc is there")
+        progress.close()
+        return {"final_map": final, "elapsed_seconds": seconds_before, "epochs": done}
+    if done:
+        volume, _ = mrc.read_map(os.path.join(workdir, "maps", f"iter_{done:08d}.mrc"))
+        progress.line(f"resumed after epoch {done} ({workdir}/maps)")
+    else:
+        for note in notes:
+            progress.line(f"settings: {note}")
+        volume, _ = training.initial_volume(config, dataset, plan)  # the SAGD run's random start, same seed
+        mrc.write_map(os.path.join(workdir, "maps", "initial.mrc"), volume, pixel)
     k = 1 if kind == "projection_matching" else int(config.baselines.em_top_poses)
     criterion = "correlation" if kind == "projection_matching" else "likelihood"
     batch = config.batch_size
     rows = plan.batches  # (n_batches, B) training particles, -1 padded
     accumulate, _ = backprojection.accumulate_fn(size, pixel)
-    epochs = config.baselines.epochs_per_level * len(plan.resolutions)
     limits = likelihood.chunk_limits(jax.default_backend(), config.max_table_elements)
     compiled_level = None
-    start = time.time()
-    say(f"{kind}: {len(plan.train)} particles, {len(plan.resolutions)} levels x "
-        f"{config.baselines.epochs_per_level} epochs, top {k} poses per particle")
-    for epoch in range(epochs):
+    start = time.time() - seconds_before
+    progress.line(f"{kind}: {len(plan.train)} particles, {len(plan.resolutions)} levels x "
+                  f"{config.baselines.epochs_per_level} epochs, top {k} poses per particle")
+    epoch = done - 1
+    for epoch in range(done, epochs):
         if config.stop.max_minutes and time.time() - start > 60 * config.stop.max_minutes:
-            say(f"stopped: reached {config.stop.max_minutes} minutes")
+            progress.line(f"stopped: reached {config.stop.max_minutes} minutes")
+            epoch -= 1
             break
         level = min(epoch // config.baselines.epochs_per_level, len(plan.resolutions) - 1)
         if level != compiled_level:
@@ -117,14 +131,11 @@ def _run(kind: str, config, dataset: ParticleDataset, workdir: str, quiet: bool,
                   "resolution_angstrom": float(plan.resolutions[level]), "seconds": round(seconds, 3),
                   "quadrature_points": int(rule.size), "particles": int(len(plan.train)),
                   "posterior_mass_in_top_poses": float(np.mean(np.concatenate(held_mass)))}
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
-        say(f"epoch {epoch + 1:4d}  {plan.resolutions[level]:5.1f} A  {rule.size:,} poses per particle  "
-            f"posterior mass in the top {k}: {record['posterior_mass_in_top_poses']:.3f}  elapsed {seconds:7.1f} s")
-    mrc.write_map(os.path.join(workdir, "final.mrc"), volume, pixel)
-    say(f"wrote {workdir}/final.mrc")
-    log.close()
-    metrics_file.close()
-    return {"final_map": os.path.join(workdir, "final.mrc"), "elapsed_seconds": time.time() - start,
-            "epochs": epoch + 1 if epochs else 0}
-
+        progress.metrics(record)
+        progress.line(f"epoch {epoch + 1:4d}  {plan.resolutions[level]:5.1f} A  {rule.size:,} poses per particle  "
+                      f"posterior mass in the top {k}: {record['posterior_mass_in_top_poses']:.3f}  "
+                      f"elapsed {seconds:7.1f} s")
+    mrc.write_map(final, volume, pixel)
+    progress.line(f"wrote {final}")
+    progress.close()
+    return {"final_map": final, "elapsed_seconds": time.time() - start, "epochs": epoch + 1}

@@ -1,4 +1,4 @@
-"""Atomic, step-keyed checkpoints of arbitrary pytrees (``.npz``), written to a temporary file and renamed, the
+"""Atomic, step-keyed checkpoints of arbitrary pytrees (``.npz``), written atomically (recon.io.atomic), the
 last few kept. A checkpoint interrupted mid-write never replaces the previous one."""
 
 from __future__ import annotations
@@ -7,11 +7,12 @@ import glob
 import json
 import os
 import re
-import tempfile
 
 import numpy as np
 
 import jax
+
+from recon.io import atomic
 
 PATTERN = re.compile(r"ckpt_(\d+)\.npz$")
 
@@ -21,38 +22,12 @@ def save(directory: str, step: int, tree, metadata: dict | None = None, keep: in
     leaves = jax.tree_util.tree_leaves(tree)
     arrays = {f"leaf_{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     arrays["__metadata__"] = np.frombuffer(json.dumps(metadata or {}).encode(), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        path = os.path.join(directory, f"ckpt_{step:08d}.npz")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    path = os.path.join(directory, f"ckpt_{step:08d}.npz")
+    with atomic.replacing(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
     for old in list_checkpoints(directory)[:-keep]:
         os.remove(old)
     return path
-
-
-def write_text(path: str, text: str) -> None:
-    """Write a small text file atomically (temporary file in the same folder, fsync, rename): a crash or a full
-    disk leaves the previous version, never a truncated one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def list_checkpoints(directory: str) -> list[str]:

@@ -53,7 +53,7 @@ def parse(argv: list[str]) -> list[str]:
             config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
         except Exception:  # noqa: BLE001  (help is printed whatever the other flags say)
             config = None
-        if config is not None:
+        if hasattr(config, "items"):  # a config file's keys (an entry point's --config may be a plain path)
             print("\nconfig keys (override any with --config.KEY=VALUE):")
             print("\n".join(config_keys(config)))
         sys.exit(0)

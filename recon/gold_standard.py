@@ -27,10 +27,10 @@ import numpy as np
 
 import jax
 
-from recon import auto_settings, checkpoint, lock, metrics, report, training
+from recon import auto_settings, lock, metrics, report, training
 from recon.data import ParticleDataset
 from recon.errors import fail
-from recon.io import metadata, mrc, star
+from recon.io import atomic, metadata, mrc, star
 
 
 def split_halves(num_particles: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +71,7 @@ def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, not
 def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> dict:
     writer = jax.process_index() == 0  # under jax.distributed every process refines, the first one writes
     if writer:
-        checkpoint.write_text(os.path.join(workdir, "config.json"),
+        atomic.write_text(os.path.join(workdir, "config.json"),
                               config.to_json_best_effort(indent=1, sort_keys=True))
     shared_config, half_config = part_configs(config, dataset)
     shared = training.run(shared_config, dataset, os.path.join(workdir, "shared"), quiet, notes=notes)
@@ -114,7 +114,7 @@ def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> 
         for k, vol in enumerate(maps, start=1):
             mrc.write_map(os.path.join(workdir, f"half{k}.mrc"), vol, pixel)
         mrc.write_map(os.path.join(workdir, "final.mrc"), (maps[0] + maps[1]) / 2, pixel)
-        checkpoint.write_text(os.path.join(workdir, "gold_standard.json"), json.dumps(result, indent=1))
+        atomic.write_text(os.path.join(workdir, "gold_standard.json"), json.dumps(result, indent=1))
         _merge_outputs(workdir, halves, shared["elapsed_seconds"])
         with open(os.path.join(workdir, "run.log"), "a") as f:
             f.write(line + "\n")

@@ -20,7 +20,7 @@ import numpy as np
 
 from recon import metrics
 from recon.errors import InputError, fail, user_errors_exit
-from recon.io import mrc
+from recon.io import atomic, mrc
 
 SECTIONS = ("Summary", "Particles", "Central slices", "Isosurface", "FSC", "Held-out error and resolution",
             "Fraction of the quadrature evaluated", "View directions")
@@ -310,10 +310,7 @@ def write_report(workdir: str, reference: str | None = None) -> str:
             f"<h1>recon: {html.escape(os.path.basename(os.path.abspath(workdir)))}</h1>\n"
             + "\n".join(parts) + "</body></html>")
     path = os.path.join(workdir, "report.html")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(page)
-    os.replace(tmp, path)
+    atomic.write_text(path, page)
     return path
 
 

@@ -31,7 +31,7 @@ from recon import step as step_lib
 from recon.ctf import CTFParams
 from recon.data import ParticleDataset
 from recon.errors import InputError, fail
-from recon.io import mrc, star
+from recon.io import atomic, mrc, star
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -394,6 +394,24 @@ def config_differences(stored: dict, current: dict, prefix: str = "") -> list[st
     return out
 
 
+def prepare_workdir(config, workdir: str, resuming: bool, writer: bool = True) -> None:
+    """The work folder and its ``maps/``; ``config.json`` written, or, when ``resuming``, compared with the one stored
+    (a run resumes only with its own config; only the stop.* limits may change)."""
+    os.makedirs(os.path.join(workdir, "maps"), exist_ok=True)
+    config_path = os.path.join(workdir, "config.json")
+    config_json = config.to_json_best_effort(indent=1, sort_keys=True)
+    if resuming and os.path.exists(config_path):
+        with open(config_path) as f:
+            stored = json.load(f)
+        differences = config_differences(stored, json.loads(config_json))
+        if differences:
+            raise fail(config_path, f"the workdir holds a run with a different config ({'; '.join(differences[:4])}); "
+                                    "use a new --workdir (or the same config to resume; only the stop.* limits may "
+                                    "change)")
+    if writer:
+        atomic.write_text(config_path, config_json)
+
+
 def run(config, dataset: ParticleDataset, workdir: str, quiet: bool = False, particles: np.ndarray | None = None,
         start_volume: np.ndarray | None = None, notes=()) -> dict:
     """Reconstruct ab initio into ``workdir`` (resuming from its last checkpoint). Returns a summary dict.
@@ -434,23 +452,9 @@ def device_mesh(config):
 def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) -> dict:
     n_devices = 1 if mesh is None else mesh.size
     writer = jax.process_index() == 0  # under jax.distributed every process computes, the first one writes
-    os.makedirs(os.path.join(workdir, "maps"), exist_ok=True)
-    config_path = os.path.join(workdir, "config.json")
-    config_json = config.to_json_best_effort(indent=1, sort_keys=True)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     resuming = bool(checkpoint.list_checkpoints(ckpt_dir))
-    if resuming and os.path.exists(config_path):
-        with open(config_path) as f:
-            stored = json.load(f)
-        current = json.loads(config_json)
-        differences = config_differences(stored, current)
-        if differences:
-            raise fail(config_path, f"the workdir holds a run with a different config ({'; '.join(differences[:4])}); "
-                                    "use a new --workdir (or the same config to resume; only the stop.* limits may "
-                                    "change)")
-    if writer:
-        checkpoint.write_text(config_path, config_json)
-
+    prepare_workdir(config, workdir, resuming, writer)
     progress = Progress(workdir, quiet, writer)
     plan = make_plan(config, dataset, particles)
     n_batches, batch_size = plan.batches.shape

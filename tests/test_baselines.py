@@ -97,6 +97,19 @@ def test_both_baselines_run_end_to_end(tmp_path, monkeypatch):
         mass = records[-1]["posterior_mass_in_top_poses"]
         assert (mass <= 1.0 + 1e-6) and (mass > 0)
         assert (workdir / "maps" / "iter_00000002.mrc").exists()
+    # Resume: a run killed after its first epoch's map (the second epoch's record cut off) redoes only the second,
+    # appending to its logs; run once more, the finished run is left as it is.
+    (workdir / "metrics.jsonl").write_text((workdir / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    (workdir / "final.mrc").unlink()
+    first_log = (workdir / "run.log").read_text()
+    for _ in range(2):
+        result = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+                                text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+    log = (workdir / "run.log").read_text()
+    assert log.startswith(first_log) and "resumed after epoch 1" in log and "holds a finished run" in log
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1] and (workdir / "final.mrc").exists()
 
     truth, pixel = mrc.read_map(tmp_path / "data" / "ground_truth.mrc")
     start = lowpass(truth, pixel, 40.0)

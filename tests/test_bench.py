@@ -1,5 +1,6 @@
-"""experiments/bench.py runs end to end on the tiny set (two levels, the second above --max_exhaustive_poses) and writes a complete record; the sizes and
-FLOPs it reports match independent counts (not timed: speed targets live in the benchmark scripts)."""
+"""experiments.bench (run as ``python -m experiments.bench`` from the repository root) runs end to end on the tiny
+set (two levels, the second above --max_exhaustive_poses) and writes a complete record; the sizes and FLOPs it
+reports match independent counts (not timed: speed targets live in the benchmark scripts)."""
 
 import json
 import os
@@ -17,7 +18,7 @@ from tests.test_reconstruct import dataset_dir, finished_run  # noqa: F401  (fix
 
 def test_bench_tiny_one_level(tiny_data, tmp_path):  # noqa: F811
     result = subprocess.run(
-        [sys.executable, "experiments/bench.py", "--particles", str(tiny_data / "particles.star"), "--map",
+        [sys.executable, "-m", "experiments.bench", "--particles", str(tiny_data / "particles.star"), "--map",
          str(tiny_data / "ground_truth.mrc"), "--config", "experiments/configs/tiny.py", "--max_levels", "2",
          "--max_exhaustive_poses", "1",
          "--name", "tiny", "--out", str(tmp_path)],
@@ -61,7 +62,7 @@ def test_bench_run_stage_and_budget(finished_run, dataset_dir, tmp_path):  # noq
     """--run: the run's own rates per level and kind (checked against its metrics.jsonl) and its time to FSC 0.5;
     --budget_seconds spent before the first level: every level is listed as skipped, and the record is complete."""
     result = subprocess.run(
-        [sys.executable, "experiments/bench.py", "--particles", str(dataset_dir / "particles.star"), "--map",
+        [sys.executable, "-m", "experiments.bench", "--particles", str(dataset_dir / "particles.star"), "--map",
          str(dataset_dir / "ground_truth.mrc"), "--config", "experiments/configs/tiny.py", "--run", str(finished_run),
          "--truth", str(dataset_dir / "ground_truth.mrc"), "--max_points", "1", "--budget_seconds", "0.001",
          "--name", "run", "--out", str(tmp_path)],

@@ -13,7 +13,7 @@ import pytest
 from recon import checkpoint, report, schedules, synthesis, training
 from recon.data import open_dataset
 from recon.errors import InputError
-from recon.io import metadata, mrc
+from recon.io import atomic, metadata, mrc
 from experiments.configs import tiny
 from tests.conftest import REPO, blob_volume
 
@@ -34,8 +34,9 @@ def test_keeps_the_last_few_and_loads_the_newest(tmp_path):
 def test_checkpoint_interrupted_mid_write_never_replaces_the_previous(tmp_path, monkeypatch):
     checkpoint.save(str(tmp_path), 1, _tree(1.0), {"step": 1})
 
-    def disk_full(f, **arrays):  # half the bytes reach the disk, then it is full
-        f.write(b"PK\x03\x04" + b"\0" * 100)
+    def disk_full(path, **arrays):  # half the bytes reach the disk, then it is full
+        with open(path, "wb") as f:
+            f.write(b"PK\x03\x04" + b"\0" * 100)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.np, "savez", disk_full)
@@ -56,7 +57,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
 
 def test_text_and_map_writes_are_atomic_under_a_full_disk(tmp_path, monkeypatch):
     path = tmp_path / "config.json"
-    checkpoint.write_text(str(path), '{"old": 1}')
+    atomic.write_text(str(path), '{"old": 1}')
     real_fsync = os.fsync
 
     def full(fd):
@@ -64,7 +65,7 @@ def test_text_and_map_writes_are_atomic_under_a_full_disk(tmp_path, monkeypatch)
 
     monkeypatch.setattr(checkpoint.os, "fsync", full)
     with pytest.raises(OSError):
-        checkpoint.write_text(str(path), '{"new": 2}' * 1000)
+        atomic.write_text(str(path), '{"new": 2}' * 1000)
     monkeypatch.setattr(checkpoint.os, "fsync", real_fsync)
     assert path.read_text() == '{"old": 1}' and os.listdir(tmp_path) == ["config.json"]
 

@@ -1,4 +1,4 @@
-"""Every figure config's tiny variant runs end to end through experiments/paper_figures.py and writes its figure
+"""Every figure config's tiny variant runs end to end through experiments.paper_figures and writes its figure
 (a PNG and a JSON naming every run). The figures share one work folder, as the README's commands do, so the default
 SAGD run is computed once (by Fig. 5) and reused by the others."""
 
@@ -30,10 +30,9 @@ def figure_workdir(tmp_path_factory):
 @pytest.mark.parametrize("name", FIGURES)
 def test_figure_tiny_variant_end_to_end(name, tiny_data, figure_workdir):
     tmp_path = figure_workdir
-    sys.path.insert(0, str(REPO))
     import importlib
     config = importlib.import_module(f"experiments.configs.{name}").get_config("tiny")
-    result = subprocess.run([sys.executable, "experiments/paper_figures.py", "--config",
+    result = subprocess.run([sys.executable, "-m", "experiments.paper_figures", "--config",
                              f"experiments/configs/{name}.py:tiny", "--particles", str(tiny_data / "particles.star"),
                              "--truth", str(tiny_data / "ground_truth.mrc"), "--workdir", str(tmp_path),
                              "--max_points", "1"], cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"),
@@ -72,7 +71,6 @@ def test_figure_tiny_variant_end_to_end(name, tiny_data, figure_workdir):
 
 
 def test_run_folders_named_by_what_they_compute():
-    sys.path.insert(0, str(REPO))
     from experiments import paper_figures
     from experiments.configs import fig10
 

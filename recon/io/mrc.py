@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 
 import mrcfile
 import numpy as np
 
 from recon.errors import fail
+from recon.io import atomic
 
 SUPPORTED_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
 
@@ -73,29 +73,11 @@ def read_map(path) -> tuple[np.ndarray, float | None]:
 
 def write_map(path, volume: np.ndarray, pixel_size_angstrom: float) -> None:
     """Write a float32 ``[z, y, x]`` map with its voxel size, origin 0; atomic (temp file, then rename)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".mrc", dir=directory)
-    os.close(fd)
-    try:
-        with mrcfile.new(tmp, overwrite=True) as handle:
-            handle.set_data(np.ascontiguousarray(volume, dtype=np.float32))
-            handle.voxel_size = float(pixel_size_angstrom)
-            handle.header.origin = (0.0, 0.0, 0.0)
-            handle.update_header_stats()
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic.replacing(path, suffix=".mrc") as tmp, mrcfile.new(tmp, overwrite=True) as handle:
+        handle.set_data(np.ascontiguousarray(volume, dtype=np.float32))
+        handle.voxel_size = float(pixel_size_angstrom)
+        handle.header.origin = (0.0, 0.0, 0.0)
+        handle.update_header_stats()
 
 
 class StackReader:

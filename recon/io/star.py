@@ -22,6 +22,7 @@ import starfile
 
 from recon.ctf import CTFParams
 from recon.errors import InputError, fail
+from recon.io import atomic
 from recon.io.metadata import ParticleMetadata
 from recon.io.names import nearest, unknown_names, unknown_names_warning
 
@@ -259,16 +260,8 @@ def write_star(path, meta: ParticleMetadata, image_names=None, extra_columns: di
     if extra_columns:
         columns.update(extra_columns)
     particles = pd.DataFrame({k: np.asarray(v) for k, v in columns.items()}, index=np.arange(n))
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp")
-    try:
+    with atomic.replacing(path, suffix=".star") as tmp:
         starfile.write({"optics": optics, "particles": particles}, tmp, float_format="%.6f", overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 __all__ = ["read_star", "write_star", "parse_image_name", "InputError"]
