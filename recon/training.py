@@ -308,6 +308,14 @@ def scatter_factors(state: sampling.SamplerState, rows: np.ndarray, new, real: n
             target[rows[real]] = np.asarray(value)[real]
 
 
+def record_visit(host, rows: np.ndarray, new_factors, at_iteration: int) -> None:
+    """A visit of the particles ``rows`` (padded with -1): their new sampler states and visit time."""
+    real = rows >= 0
+    safe = np.where(real, rows, rows[real][0])
+    scatter_factors(host.sampler, safe, new_factors, real)
+    host.sampler.last_visit[rows[real]] = at_iteration
+
+
 def sampling_record(stats: dict | None, sizes: tuple, real: np.ndarray, kl) -> dict:
     """Per-iteration metrics: fraction of the full quadrature evaluated (per factor and overall), ESS, draws."""
     out = {}
@@ -543,6 +551,13 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     divergence_images = dataset.images(np.sort(np.random.default_rng(config.seed + 2).choice(
         plan.train, size=min(256, len(plan.train)), replace=False)))
 
+    def samples_visit(level, rows, at_iteration):
+        """Whether a visit of ``rows`` (padded with -1) at ``level`` draws from the proposals (else it sums every
+        pose): sampling is on and started, the level samples, and every particle has a sampler state."""
+        return (use_sampling and at_iteration >= config.sampling.start_iteration
+                and host.level_sampled.get(str(level)) != "exhaustive"
+                and bool(np.all(host.sampler.last_visit[rows[rows >= 0]] >= 0)))
+
     def compile_level(level):
         """The jitted functions of one level (compiled on first use) and its grid and sampler."""
         rule = level_quadrature(plan, level, host.shift_disks.get(str(level)))
@@ -576,9 +591,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             safe_rows = np.where(real_rows, rows, rows[real_rows][0])
             b, _ = step_lib.place_batch(make_batch(dataset, rows, 0), mesh)
             old = gather_factors(host.sampler, safe_rows)
-            if (use_sampling and at_iteration >= config.sampling.start_iteration
-                    and host.level_sampled.get(str(level)) != "exhaustive"
-                    and np.all(host.sampler.last_visit[rows[real_rows]] >= 0)):
+            if samples_visit(level, rows, at_iteration):
                 samples, _ = propose_fn(old, jnp.asarray(host.sampler.last_visit[safe_rows]),
                                         at_iteration, jnp.asarray(safe_rows, jnp.int32), stream)
                 res = evaluate_sampled(volume, b.images, b.ctf, step_lib.place_batch(b, mesh, samples)[1])
@@ -586,8 +599,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             else:
                 res = evaluate(volume, b.images, b.ctf)
                 new, _ = record_exhaustive_fn(res, old)
-            scatter_factors(host.sampler, safe_rows, new, real_rows)
-            host.sampler.last_visit[rows[real_rows]] = at_iteration
+            record_visit(host, rows, new, at_iteration)
             return np.asarray(res.best)[real_rows], np.asarray(res.expected_residual)[real_rows]
 
         def probe_accuracy(at_iteration, volume):
@@ -669,12 +681,11 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         if not config.output.final_pose_pass:
             return [], 0.0, True, level
         rows = list(plan.batches) + ([padded_indices(plan.heldout, lv.eval_multiple)] if len(plan.heldout) else [])
-        sampled_level = (use_sampling and iteration >= config.sampling.start_iteration
-                         and host.level_sampled.get(str(level)) != "exhaustive")
+        sampled_level = samples_visit(level, np.array([-1]), iteration)
         summed_cost = host.exhaustive_seconds * lv.points_per_particle if sampled_level else 0.0
 
         def seconds(some):
-            sampled = [sampled_level and bool(np.all(host.sampler.last_visit[r[r >= 0]] >= 0)) for r in some]
+            sampled = [samples_visit(level, r, iteration) for r in some]
             counts = [int(np.sum(r >= 0)) for r in some]
             return final_pass_seconds(recent, sum(c for c, x in zip(counts, sampled) if x),
                                       sum(c for c, x in zip(counts, sampled) if not x), summed_cost)
@@ -758,9 +769,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         real = indices >= 0
         safe = np.where(real, indices, indices[real][0])
         old_factors = gather_factors(host.sampler, safe)
-        sampled_now = (use_sampling and iteration >= config.sampling.start_iteration
-                       and host.level_sampled.get(str(level)) != "exhaustive"
-                       and bool(np.all(host.sampler.last_visit[indices[real]] >= 0)))
+        sampled_now = samples_visit(level, indices, iteration)
         if sampled_now:
             samples, sample_stats = lv.propose_fn(old_factors, jnp.asarray(host.sampler.last_visit[safe]),
                                                   iteration, jnp.asarray(safe, jnp.int32), 0)
@@ -809,8 +818,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         out_best = np.asarray(result.best)
         host.best_pose[indices[real]] = out_best[real]
         host.best_level[indices[real]] = level
-        scatter_factors(host.sampler, safe, new_factors, real)
-        host.sampler.last_visit[indices[real]] = iteration
+        record_visit(host, indices, new_factors, iteration)
         seconds = time.time() - t0
         if adapt_slots and not fresh:
             if not sampled_now:  # the median of the last 10 (a line search lengthens some)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_DATA = REPO / "tests" / "data"
 
 # One persistent XLA compilation cache for the test session and every subprocess it starts (they inherit the
 # environment; JAX reads these at import, which comes after this file): the tiny runs compile the same step
@@ -51,10 +51,10 @@ def analytic_projection(size, blobs, matrix):
 
 
 @pytest.fixture
-def shared_data():
-    if not SHARED_DATA.exists():
-        pytest.skip("../shared/data is not present")
-    return SHARED_DATA
+def real_files():
+    """Real files written by other software (RELION, cryoSPARC-era tools, cryoDRGN, ASPIRE) and a real map, kept in
+    tests/data with their provenance and licences (tests/data/README.md)."""
+    return TEST_DATA
 
 
 def pytest_configure(config):

@@ -109,8 +109,8 @@ def test_relion31_optics_groups_are_joined(tmp_path):
     assert m.angles_degrees is None and m.origins_angstrom is None
 
 
-def test_every_shared_particle_file_reads(shared_data):
-    files = sorted((shared_data / "particles").glob("*/*.star"))
+def test_every_real_particle_file_reads(real_files):
+    files = sorted((real_files / "particles").glob("*/*.star"))
     assert len(files) >= 5
     reader = mrc.StackReader()
     for f in files:
@@ -120,14 +120,14 @@ def test_every_shared_particle_file_reads(shared_data):
         assert np.all(m.pixel_size_angstrom > 0)
         images = reader.read(m.stack_paths[0], m.image_indices[:3])
         assert images.ndim == 3 and np.all(np.isfinite(images))
-    known = metadata.read_particles(shared_data / "particles/cryodrgn_relion31/relion31.star")
+    known = metadata.read_particles(real_files / "particles/cryodrgn_relion31/relion31.star")
     np.testing.assert_allclose(known.pixel_size_angstrom, 2.806)
     assert np.allclose(known.ctf.defocus_angle_degrees, known.ctf.defocus_angle_degrees[0])
-    aspire = metadata.read_particles(shared_data / "particles/aspire_sample/sample_relion_data.star")
+    aspire = metadata.read_particles(real_files / "particles/aspire_sample/sample_relion_data.star")
     np.testing.assert_allclose(aspire.pixel_size_angstrom, 5.0 * 1e4 / 37369.2, rtol=1e-5)
-    groups = metadata.read_particles(shared_data / "particles/aspire_sample/sample_particles_relion31.star")
+    groups = metadata.read_particles(real_files / "particles/aspire_sample/sample_particles_relion31.star")
     assert set(groups.ctf.voltage_kv) == {300.0, 200.0}
-    six = metadata.read_particles(shared_data / "star_metadata_only/relion31.6opticsgroups.star")
+    six = metadata.read_particles(real_files / "star_metadata_only/relion31.6opticsgroups.star")
     assert len(set(six.optics_group)) == 6 and len(six) == 139
 
 
@@ -236,17 +236,17 @@ def test_missing_column_error_names_its_misspelling_and_prints_no_warning(tmp_pa
     assert capsys.readouterr().err == ""
 
 
-def test_clean_and_real_star_files_get_no_column_warning(tmp_path, capsys, shared_data):
+def test_clean_and_real_star_files_get_no_column_warning(tmp_path, capsys, real_files):
     _star31(tmp_path / "clean.star")
     star.write_star(tmp_path / "written.star", _meta(tmp_path))
     (tmp_path / "old.star").write_text(textwrap.dedent(RELION30))
     for name in ("clean.star", "written.star", "old.star"):
         metadata.read_particles(tmp_path / name)
-    for f in sorted((shared_data / "particles").glob("*/*.star")):
+    for f in sorted((real_files / "particles").glob("*/*.star")):
         metadata.read_particles(f)
     assert capsys.readouterr().err == ""
     # Beam tilt, Zernike terms and the magnification matrix pass quietly; premultiplied CTF does not.
-    metadata.read_particles(shared_data / "star_metadata_only/relion31.6opticsgroups.star")
+    metadata.read_particles(real_files / "star_metadata_only/relion31.6opticsgroups.star")
     assert capsys.readouterr().err.endswith("ignored: rlnCtfDataAreCtfPremultiplied\n")
 
 

@@ -135,10 +135,10 @@ def test_symmetrising_a_symmetric_map_keeps_its_fine_detail():
     assert np.allclose(f_low[outside], f_in[outside], atol=1e-3 * np.abs(f_in).max())
 
 
-def test_apo_groel_map_is_d7_in_relion_axes(shared_data):
-    """The apo GroEL cryo-EM map (../shared/data/maps) has D7 symmetry with the 7-fold on z and a 2-fold on x:
+def test_apo_groel_map_is_d7_in_relion_axes(real_files):
+    """The apo GroEL cryo-EM map (tests/data/maps, Fourier-cropped to 50 px) has D7 symmetry with the 7-fold on z and a 2-fold on x:
     D7-symmetrising it changes it by far less than imposing a wrong order does."""
-    vol, _ = mrc.read_map(str(shared_data / "maps" / "groel_11.5A_imp.mrc"))
+    vol, _ = mrc.read_map(str(real_files / "maps" / "groel_11.5A_imp_50px.mrc"))
     vol = jnp.asarray(vol, jnp.float32)
 
     def correlation(name):
