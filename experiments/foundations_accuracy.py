@@ -1,4 +1,4 @@
-"""Accuracy figures of the forward model and the conventions (the numbers quoted in the README).
+"""Accuracy figures of the forward model and the conventions .
 
     python -m experiments.foundations_accuracy        (from the repository root; any CPU)
 

@@ -13,8 +13,7 @@ rotations (at least 30 degrees apart) and their neighbours half a step away (27 
 same way on a 24-voxel box; (3) the 5 best of those (both hands; within a hand at least 15 degrees apart) are
 refined by Nelder-Mead on the correlation of the maps (rotation vector + shift) on a 32-voxel box, and the winner
 polished on a box of up to 64. Stage (1) scores 4,416 rotations of 16^3 voxels per hand, a sixth of the work of
-scoring a 12-degree grid on 24^3 voxels (the search before, which took 3-5 times as long and gave the same FSC
-on 64- and 128-px maps of real runs).
+scoring a 12-degree grid on 24^3 voxels.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Conventions (centring, Euler angles, shift sign, CTF) come from :mod:`recon.conventions`. Every function here
 is pure and written for ONE particle and ONE pose; vmap it over particles and poses.
 
-Slicing works on an oversampled transform: the volume (``D^3``) is divided by the trilinear-interpolation
-kernel's real-space profile ``sinc^2`` (gridding correction), zero-padded to ``P = oversampling * D`` and
+Slicing works on an oversampled transform: the volume (``D^3``) is divided by the interpolation kernel's
+real-space profile (gridding correction: Kaiser-Bessel by default, ``sinc^2`` for the linear kernel), zero-padded to ``P = oversampling * D`` and
 transformed. A frequency ``k`` (cycles per original pixel) then sits at padded index ``P // 2 + k * P``, where the
 padded transform's value equals the unpadded one, so slices need no rescaling.
 """

@@ -132,10 +132,7 @@ def symmetrise(volume, matrices, band_cycles_per_pixel: float = 0.5):
     error ~1e-3); frequencies outside the band are left as they are, except that the full band (``0.5``, the
     default) also drops the cube's corners beyond Nyquist (turned, they leave the grid: a symmetric map cannot
     hold them). ``volume`` ``(D, D, D)``.
-
-    A real-space trilinear rotation (the first version) is a low-pass filter: C7-symmetrising the 64-px
-    GroEL-GroES truth that way kept 77% of its power at half Nyquist and 44% near Nyquist (this: 97% and 89%, the
-    rest being the truth's own asymmetry), so every symmetrised SAGD gradient lost much of its fine detail.
+    (A real-space trilinear rotation would low-pass every symmetrised gradient.)
     """
     size = volume.shape[0]
     matrices = np.asarray(matrices, np.float64)

@@ -124,9 +124,9 @@ def band_power(images: np.ndarray, pixel_size_angstrom: float, max_freq_per_angs
 
 def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.ndarray, float]:
     """Random spheres inside the particle radius (symmetrised under the plan's point group), scaled so that their projections carry the data's signal power
-    within the first level's band (the data's power there minus that of the unit white noise). Matching the power
-    over the whole image instead overweights the start on data whose signal lies mostly at high frequency (the
-    128-px, 2.8 A/px simulation: 2-3x too strong a start, which locked the poses onto the random spheres).
+    within the first level's band (the data's power there minus that of the unit white noise): matching the power
+    over the whole image would overweight the start on data whose signal lies mostly at high frequency, locking
+    the poses onto the random spheres.
     Returns the volume and the typical density inside the support (for the prior strengths)."""
     size = dataset.box_size
     radius = dataset.radius_pixels
@@ -387,8 +387,8 @@ def can_extend(config, iteration: int, host) -> bool:
 
 def config_differences(stored: dict, current: dict, prefix: str = "") -> list[str]:
     """``"key: stored -> current"`` for each setting of a stored run's config that the current config changes.
-    ``stop.*`` may change (to extend a run), and settings the stored config lacks (added to the code after the run
-    began, with defaults that keep the old behaviour) are not compared."""
+    ``stop.*`` may change (to extend a run), and settings the stored config lacks (settings with defaults that
+    reproduce the stored run) are not compared."""
     out = []
     for key, old in stored.items():
         name = prefix + key

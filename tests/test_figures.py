@@ -1,5 +1,5 @@
 """Every figure config's tiny variant runs end to end through experiments.paper_figures and writes its figure
-(a PNG and a JSON naming every run). The figures share one work folder, as the README's commands do, so the default
+(a PNG and a JSON naming every run). The figures share one work folder, as experiments/README.md's commands do, so the default
 SAGD run is computed once (by Fig. 5) and reused by the others."""
 
 import json

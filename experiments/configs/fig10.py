@@ -1,16 +1,12 @@
-"""Fig. 10: the three priors on the same data (uniform, CAR, exponential): central slices side by side.
+r"""Fig. 10: the three priors (uniform, CAR, exponential) on the same data: central slices side by side.
 
-Command:  python experiments/paper_figures.py --config experiments/configs/fig10.py \
-              --particles data/groel64/particles.star --workdir runs/figures --out experiments/results
-          (tiny variant: --config experiments/configs/fig10.py:tiny, run by the test suite)
-Machine, time, result (2-core CPU, JAX 0.10.2, 20 min per run; the exponential run is Fig. 9's SAGD run, made
-          with other work on the cores, so it got fewer iterations: 552 against 598 and 594):
-          FSC 0.5 against the truth (aligned) of the final maps: uniform 12.4 A, CAR 12.3 A, exponential 14.3 A
-          (0.143: 11.2 A, Nyquist, for all three); held-out RREMSE 1.0089 / 1.0083 / 1.0129. At the same iteration
-          the three priors are indistinguishable: 19.2 / 18.9 / 19.2 A at iteration 400 and 14.4 / 14.2 / 14.3 A at
-          550 (uniform / CAR / exponential): with 10,000 particles at SNR 0.05 the likelihood outweighs the prior,
-          whose strength (prior.scale) follows the paper's. The final-map gap comes from the extra resolution level
-          the faster runs reached, not from the prior.
+Command:  python -m experiments.paper_figures --config experiments/configs/fig10.py \
+              --particles data/groel64/particles.star --truth data/groel64/ground_truth.mrc --workdir runs/figures \
+              --out experiments/results
+          (``fig10.py:tiny``: the variant the test suite runs)
+Machine:  2-core CPU, 20 min per prior (the exponential run is the SAGD run of Fig. 9 in the same --workdir).
+Expected: three similar maps: with 10,000 particles at SNR 0.05 the likelihood outweighs the prior.
+          Numbers: experiments/README.md, experiments/results/fig10_priors_groel64.json.
 """
 
 from experiments.configs import figures

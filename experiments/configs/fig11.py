@@ -1,12 +1,12 @@
-"""Fig. 11: sample particles, an isosurface and slices of the final map, with its held-out RREMSE (the paper:
+r"""Fig. 11: sample particles, an isosurface and slices of the final map, with its held-out RREMSE (the paper:
 0.99, 0.96 and 0.98 on its three datasets).
 
-Command:  python experiments/paper_figures.py --config experiments/configs/fig11.py \
+Command:  python -m experiments.paper_figures --config experiments/configs/fig11.py \
               --particles data/groel64/particles.star --workdir runs/figures --out experiments/results
-          (tiny variant: --config experiments/configs/fig11.py:tiny, run by the test suite)
-Machine, time, result: the 2-core CPU, drawn from the 20-minute default SAGD run that Fig. 9 made in the same
-          --workdir (final map: FSC 0.5 14.3 A against the truth, held-out RREMSE 1.013);
-          experiments/results/fig11_summary_groel64.{png,json}.
+          (``fig11.py:tiny``: the variant the test suite runs)
+Machine:  2-core CPU; drawn from the 20-minute SAGD run that Fig. 9 makes in the same --workdir.
+Expected: a held-out RREMSE close to 1. Numbers: experiments/README.md,
+          experiments/results/fig11_summary_groel64.json.
 """
 
 from experiments.configs import figures

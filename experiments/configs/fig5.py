@@ -1,11 +1,12 @@
-"""Fig. 5: the map from a random start, then after increasing compute (isosurface and central slice).
+r"""Fig. 5: the map from a random start, then after increasing compute (isosurface and central slice at 0, 1, 3, 10
+and 20 minutes).
 
-Command:  python experiments/paper_figures.py --config experiments/configs/fig5.py \
+Command:  python -m experiments.paper_figures --config experiments/configs/fig5.py \
               --particles data/groel64/particles.star --workdir runs/figures --out experiments/results
-          (tiny variant: --config experiments/configs/fig5.py:tiny, run by the test suite)
-Machine, time, result: the 2-core CPU, drawn from the 20-minute default SAGD run that Fig. 9 made in the same
-          --workdir (final map: FSC 0.5 14.3 A against the truth, held-out RREMSE 1.013);
-          experiments/results/fig5_snapshots_groel64.{png,json}.
+          (``fig5.py:tiny``: the variant the test suite runs)
+Machine:  2-core CPU; drawn from the 20-minute SAGD run that Fig. 9 makes in the same --workdir.
+Expected: the molecule recognisable within minutes. Numbers: experiments/README.md,
+          experiments/results/fig5_snapshots_groel64.json.
 """
 
 from experiments.configs import figures

@@ -1,9 +1,8 @@
 """GroEL-GroES, 40,000 particles of 128 x 128 at 2.8 A/px, SNR 0.05: the paper's synthetic dataset (Sec. 4).
 
-Command:   python -m recon.simulate --config experiments/configs/groel128_data.py --out data/groel128
-Machine:   2-core x86-64 CPU (the CI machine), JAX 0.10 on CPU.
-Wall time: 5 minutes alone on the cores (measured 2026-11-27), 20-25 minutes when shared. Output: 2.6 GB
-           particle stack, particles.star, ground_truth.mrc.
+Command:  python -m recon.simulate --config experiments/configs/groel128_data.py --out data/groel128
+Machine:  2-core CPU, 5 min alone on the cores (more when shared); the H200 machine, 39 s.
+Output:   a 2.6 GB particle stack, particles.star (RELION 3.1, true poses), ground_truth.mrc.
 """
 
 from recon.configs import simulate

@@ -1,8 +1,8 @@
 """GroEL-GroES, 10,000 particles of 64 x 64 at 5.6 A/px, SNR 0.05: the CPU-sized version of the paper's set.
 
-Command:   python -m recon.simulate --config experiments/configs/groel64_data.py --out data/groel64
-Machine:   2-core x86-64 CPU (the CI machine), JAX 0.10 on CPU.
-Wall time: about 35 s. Output: 164 MB particle stack, particles.star (RELION 3.1, true poses), ground_truth.mrc.
+Command:  python -m recon.simulate --config experiments/configs/groel64_data.py --out data/groel64
+Machine:  2-core CPU, under a minute.
+Output:   a 164 MB particle stack, particles.star (RELION 3.1, true poses), ground_truth.mrc.
 """
 
 from recon.configs import simulate

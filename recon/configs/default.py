@@ -33,7 +33,7 @@ def get_config():
     c.sampling.max_directions = 16
     c.sampling.max_inplane = 8
     c.sampling.max_shifts = 8
-    c.sampling.s0 = 3.0  # uncapped N = 3 ESS: faster than s0 = 10 on the 64-px tuning set, no more accurate there
+    c.sampling.s0 = 3.0  # N = 3 ESS draws per factor (uncapped slots)
     c.sampling.adapt_slots = True
     c.sampling.probe_particles = 4
     c.stop.max_iterations = 100_000

@@ -46,7 +46,8 @@ def get_config():
     c.sampling.enabled = True
     c.sampling.start_iteration = 0  # exhaustive sums before this iteration (IS needs a formed map to pay off)
     c.sampling.s0 = 10.0  # samples = s0 x ESS of the proposal
-    c.sampling.tau0 = 50.0  # annealing: alpha = max(alpha_min, 2^(-tau/(4 tau0))), T = max(T_min, 2^(10 tau0/tau))
+    # annealing: with f = floor(tau / tau0), alpha = max(alpha_min, 2^(-f/4)), T = max(T_min, 2^(10/f))
+    c.sampling.tau0 = 50.0
     c.sampling.tau0_passes = 0.0  # > 0: tau0 in passes over the training set instead (tau0 = this x minibatches)
     c.sampling.alpha_min = 0.05
     c.sampling.temperature_min = 1.25
