@@ -4,8 +4,9 @@ r"""The paper's Figs. 5, 9, 10, 11 and the s0 / optimiser ablations, each from o
         --particles data/groel64/particles.star --truth data/groel64/ground_truth.mrc --workdir runs/fig9
 
 Run from the repository root. A figure config (``experiments/configs/fig*.py``, ``ablation_*.py``) is a
-reconstruction config plus ``figure.kind`` and ``figure.runs``: a list of ``label:method:override,override,...``
-entries (method ``sagd``, ``projection_matching`` or ``em``; overrides ``key=value`` on the config). Each run goes
+reconstruction config plus ``figure.kind`` and ``figure.runs``: a list of runs, each a dict of ``label``,
+``method`` (``sagd``, ``projection_matching`` or ``em``) and ``overrides`` (``{"key.path": value}`` on the config;
+``experiments/configs/figures.py: run``). Each run goes
 to a normal run folder under ``WORKDIR`` named for what it computes (``sagd``, ``sagd__prior.kind=uniform``,
 ``em``; see ``run_folder_name``), so an interrupted figure resumes and figures run into the same ``WORKDIR`` share
 their common runs (the default SAGD run serves Figs. 5, 9, 10, 11 and the s0 ablation); then the figure is drawn:
@@ -51,21 +52,11 @@ def define_flags():
     flags.DEFINE_bool("quiet", True, "No per-iteration progress lines.")
 
 
-def parse_run(entry: str) -> tuple[str, str, dict]:
-    """``label:method:key=value,key=value`` -> (label, method, overrides)."""
-    parts = entry.split(":", 2)
-    if len(parts) < 2:
-        raise InputError(f"figure run {entry!r}: expected label:method[:key=value,...]")
-    label, method = parts[0], parts[1]
-    overrides = {}
-    for item in (parts[2].split(",") if len(parts) > 2 and parts[2] else []):
-        key, _, value = item.partition("=")
-        overrides[key.strip()] = value.strip()
-    return label, method, overrides
-
-
-def _typed(old, value: str):
-    return type(old)(value) if not isinstance(old, bool) else value.lower() in ("1", "true", "yes")
+def _typed(old, value):
+    """``value`` (as written in a figure config, or a string) in the type of the field it replaces."""
+    if isinstance(old, bool):
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    return type(old)(value)
 
 
 def _node(config, key: str):
@@ -108,7 +99,7 @@ def run_folder_name(config, method: str, overrides: dict) -> str:
 def run_all(config, dataset, workdir: str) -> dict:
     runs = {}
     for entry in config.figure.runs:
-        label, method, overrides = parse_run(entry)
+        label, method, overrides = entry["label"], entry["method"], dict(entry["overrides"])
         c = configured(config, overrides)
         folder = os.path.join(workdir, run_folder_name(config, method, overrides))
         if method == "sagd":
@@ -117,7 +108,7 @@ def run_all(config, dataset, workdir: str) -> dict:
             if not os.path.exists(os.path.join(folder, "final.mrc")):
                 baselines.run(method, c, dataset, folder, quiet=FLAGS.quiet)
         else:
-            raise InputError(f"figure run {entry!r}: unknown method {method!r} (sagd, projection_matching, em)")
+            raise InputError(f"figure run {label!r}: unknown method {method!r} (sagd, projection_matching, em)")
         runs[label] = {"folder": folder, "method": method, "overrides": overrides}
     return runs
 

@@ -1,61 +1,6 @@
-"""Every convention recon relies on, defined once.
-
-Arrays and coordinates
-----------------------
-* A volume is an array ``vol[z, y, x]`` (the MRC/RELION memory order, x fastest). A point is written as the
-  vector ``(x, y, z)``. Voxel ``i`` along an axis of length ``D`` sits at coordinate ``i - D // 2`` (pixels): the
-  centre of the box is index ``D // 2`` (RELION's and cryoSPARC's convention, odd and even boxes alike).
-* An image is an array ``img[y, x]`` with the same centring.
-
-Fourier transforms ("centred" transforms)
------------------------------------------
-``centred_fft(x) = fftshift(fftn(ifftshift(x)))``: the real-space origin (index ``D // 2``) is moved to index 0
-before the transform and the zero frequency is moved to index ``D // 2`` after it. Frequency index ``j`` stands
-for ``(j - D // 2) / D`` cycles per pixel, i.e. ``(j - D // 2) / (D * pixel_size_angstrom)`` per Angstrom. The
-forward transform carries no normalisation (numpy's ``norm="backward"``), so the zero frequency of an image is
-the sum of its pixels. Frequency vectors are ``(kx, ky)`` / ``(kx, ky, kz)``, matching the point vectors.
-
-Euler angles (RELION)
----------------------
-RELION's ``rlnAngleRot``, ``rlnAngleTilt``, ``rlnAnglePsi`` (degrees, ZYZ) define the matrix
-
-    A = Rz(psi) @ Ry(tilt) @ Rz(rot),   with  Rz(a) = [[c, s, 0], [-s, c, 0], [0, 0, 1]],
-                                             Ry(a) = [[c, 0, -s], [0, 1, 0], [s, 0, c]]
-
-(RELION's ``Euler_angles2matrix``). ``A`` maps reference (map) coordinates to image coordinates: the particle
-image is the projection along the image z axis of the map rotated by ``A``,
-
-    image(x, y) = integral over z of  V(A^T (x, y, z)),
-
-and, by the Fourier-slice theorem, its transform samples the map's transform at ``A^T (kx, ky, 0)``. In terms of
-active rotations, ``A = (Rz(rot) Ry(tilt) Rz(psi))^T`` -- the transpose of scipy's intrinsic ``"ZYZ"`` matrix.
-The projection direction (beam direction) in map coordinates is ``A^T (0, 0, 1)``, the third row of ``A``.
-
-Shifts (RELION origins)
------------------------
-``rlnOriginXAngst``/``rlnOriginYAngst`` (RELION >= 3.1; ``rlnOriginX``/``rlnOriginY`` in pixels before) give
-the offset ``o`` such that the particle's centre lies at ``image centre - o``: the image is the centred
-projection translated by ``-o``. In Fourier space that is a multiplication by ``exp(+2 pi i k . o)``. recon stores
-shifts in exactly this sense (``origin_angstrom``), never negated.
-
-Contrast transfer function (RELION / CTFFIND)
----------------------------------------------
-With ``u`` the spatial frequency (1/Angstrom) at azimuth ``phi`` (``atan2(ky, kx)``), underfocus positive,
-
-    defocus(phi) = (dU + dV) / 2 + (dU - dV) / 2 * cos(2 (phi - defocus_angle))
-    gamma = -pi * lambda * defocus(phi) * u^2 + pi / 2 * Cs * lambda^3 * u^4 - phase_shift - atan(Q / sqrt(1-Q^2))
-    CTF = -sin(gamma) * exp(-B u^2 / 4) * scale
-
-(``dU = rlnDefocusU``, ``dV = rlnDefocusV``, ``defocus_angle = rlnDefocusAngle``, ``Q = rlnAmplitudeContrast``,
-``B = rlnCtfBfactor``, ``Cs`` in Angstrom, ``lambda`` the relativistic electron wavelength). ``CTF(0) = Q > 0``:
-the lowest-frequency lobe is positive.
-
-Image polarity
---------------
-RELION expects particles white on a dark background: an image is the CTF above applied to the projection of a
-positive density, plus noise. recon uses the same model; stacks with dark particles are read with
-``invert_contrast=True`` (or, for cryoSPARC, the stack's ``blob/sign``).
-"""
+"""Every convention recon relies on, defined once: array layout and centring, centred Fourier transforms, RELION's
+Euler angles, RELION's origins (shifts), the RELION/CTFFIND CTF and image polarity. Each is stated in the comment
+block that opens its section below, next to the functions that implement it."""
 
 from __future__ import annotations
 
@@ -64,7 +9,18 @@ import numpy as np
 import jax.numpy as jnp
 
 # ----------------------------------------------------------------------------------------------------------
-# Grids and Fourier transforms.
+# Arrays and coordinates.
+# * A volume is an array ``vol[z, y, x]`` (the MRC/RELION memory order, x fastest). A point is written as the
+#   vector ``(x, y, z)``. Voxel ``i`` along an axis of length ``D`` sits at coordinate ``i - D // 2`` (pixels): the
+#   centre of the box is index ``D // 2`` (RELION's and cryoSPARC's convention, odd and even boxes alike).
+# * An image is an array ``img[y, x]`` with the same centring.
+#
+# Fourier transforms ("centred" transforms).
+# ``centred_fft(x) = fftshift(fftn(ifftshift(x)))``: the real-space origin (index ``D // 2``) is moved to index 0
+# before the transform and the zero frequency is moved to index ``D // 2`` after it. Frequency index ``j`` stands
+# for ``(j - D // 2) / D`` cycles per pixel, i.e. ``(j - D // 2) / (D * pixel_size_angstrom)`` per Angstrom. The
+# forward transform carries no normalisation (numpy's ``norm="backward"``), so the zero frequency of an image is
+# the sum of its pixels. Frequency vectors are ``(kx, ky)`` / ``(kx, ky, kz)``, matching the point vectors.
 
 
 def box_coordinates(size: int) -> np.ndarray:
@@ -109,7 +65,20 @@ def centred_ifft3(volume_ft):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Euler angles.
+# Euler angles (RELION).
+# RELION's ``rlnAngleRot``, ``rlnAngleTilt``, ``rlnAnglePsi`` (degrees, ZYZ) define the matrix
+#
+#     A = Rz(psi) @ Ry(tilt) @ Rz(rot),   with  Rz(a) = [[c, s, 0], [-s, c, 0], [0, 0, 1]],
+#                                              Ry(a) = [[c, 0, -s], [0, 1, 0], [s, 0, c]]
+#
+# (RELION's ``Euler_angles2matrix``). ``A`` maps reference (map) coordinates to image coordinates: the particle
+# image is the projection along the image z axis of the map rotated by ``A``,
+#
+#     image(x, y) = integral over z of  V(A^T (x, y, z)),
+#
+# and, by the Fourier-slice theorem, its transform samples the map's transform at ``A^T (kx, ky, 0)``. In terms of
+# active rotations, ``A = (Rz(rot) Ry(tilt) Rz(psi))^T`` -- the transpose of scipy's intrinsic ``"ZYZ"`` matrix.
+# The projection direction (beam direction) in map coordinates is ``A^T (0, 0, 1)``, the third row of ``A``.
 
 
 def euler_to_matrix(angles_degrees):
@@ -160,7 +129,11 @@ def projection_direction(matrix):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Shifts.
+# Shifts (RELION origins).
+# ``rlnOriginXAngst``/``rlnOriginYAngst`` (RELION >= 3.1; ``rlnOriginX``/``rlnOriginY`` in pixels before) give
+# the offset ``o`` such that the particle's centre lies at ``image centre - o``: the image is the centred
+# projection translated by ``-o``. In Fourier space that is a multiplication by ``exp(+2 pi i k . o)``. recon stores
+# shifts in exactly this sense (``origin_angstrom``), never negated.
 
 
 def shift_phase(freqs_per_angstrom, origin_angstrom):
@@ -176,7 +149,21 @@ def shift_phase(freqs_per_angstrom, origin_angstrom):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# CTF sign conventions.
+# Contrast transfer function (RELION / CTFFIND).
+# With ``u`` the spatial frequency (1/Angstrom) at azimuth ``phi`` (``atan2(ky, kx)``), underfocus positive,
+#
+#     defocus(phi) = (dU + dV) / 2 + (dU - dV) / 2 * cos(2 (phi - defocus_angle))
+#     gamma = -pi * lambda * defocus(phi) * u^2 + pi / 2 * Cs * lambda^3 * u^4 - phase_shift - atan(Q / sqrt(1-Q^2))
+#     CTF = -sin(gamma) * exp(-B u^2 / 4) * scale
+#
+# (``dU = rlnDefocusU``, ``dV = rlnDefocusV``, ``defocus_angle = rlnDefocusAngle``, ``Q = rlnAmplitudeContrast``,
+# ``B = rlnCtfBfactor``, ``Cs`` in Angstrom, ``lambda`` the relativistic electron wavelength). ``CTF(0) = Q > 0``:
+# the lowest-frequency lobe is positive.
+#
+# Image polarity.
+# RELION expects particles white on a dark background: an image is the CTF above applied to the projection of a
+# positive density, plus noise. recon uses the same model; stacks with dark particles are read with
+# ``invert_contrast=True`` (or, for cryoSPARC, the stack's ``blob/sign``).
 
 
 def electron_wavelength_angstrom(voltage_kv):

@@ -41,16 +41,14 @@ def test_figure_tiny_variant_end_to_end(name, tiny_data, figure_workdir):
     figure = config.figure.name
     assert (tmp_path / f"{figure}.png").stat().st_size > 10_000
     record = json.loads((tmp_path / f"{figure}.json").read_text())
-    labels = [entry.split(":")[0] for entry in config.figure.runs]
+    labels = [entry["label"] for entry in config.figure.runs]
     assert sorted(record["runs"]) == sorted(labels)
     folders = {label: record["runs"][label]["run_folder"] for label in labels}
     for label, folder in folders.items():
         assert (tmp_path / folder / "final.mrc").exists()
     # Runs are stored by what they compute: distinct settings get distinct folders, the default run is shared.
-    overrides = {label: entry.split(":", 2)[2] if entry.count(":") >= 2 else ""
-                 for label, entry in zip(labels, config.figure.runs)}
-    assert len(set(folders.values())) == len(set((e.split(":")[1], overrides[lbl]) for lbl, e
-                                                 in zip(labels, config.figure.runs)))
+    assert len(set(folders.values())) == len(set((e["method"], json.dumps(e["overrides"], sort_keys=True))
+                                                 for e in config.figure.runs))
     if name != "fig5":
         assert "sagd" in os.listdir(tmp_path)  # made by fig5, reused
     if config.figure.kind in ("compare", "slices"):  # FSC against the truth, recorded per run

@@ -13,13 +13,13 @@ Expected: SAGD ends best; SGD keeps pace with it for most of the run, then falls
 
 from experiments.configs import figures
 
-BUDGET = "stop.max_minutes=0,stop.max_iterations=550"
+BUDGET = {"stop.max_minutes": 0, "stop.max_iterations": 550}
 
 
 def get_config(size=""):
     c = figures.base(size)
-    budget = "" if size == "tiny" else BUDGET
-    runs = [figures.run_entry("sagd", "sagd", budget), figures.run_entry("sgd", "sagd", budget, "optimizer.kind=sgd"),
-            figures.run_entry("adam", "sagd", budget, "optimizer.kind=adam")]
+    budget = {} if size == "tiny" else BUDGET
+    runs = [figures.run("sagd", "sagd", budget), figures.run("sgd", "sagd", budget, {"optimizer.kind": "sgd"}),
+            figures.run("adam", "sagd", budget, {"optimizer.kind": "adam"})]
     return figures.with_figure(c, f"ablation_optimizer_{size or 'groel64'}", "Ablation: SAGD vs SGD vs Adam",
                                "compare", runs if size != "tiny" else runs[::2])

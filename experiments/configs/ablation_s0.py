@@ -17,4 +17,4 @@ def get_config(size=""):
     c = figures.base(size)
     values = [1, 3, 10, 30] if size != "tiny" else [1, 10]
     return figures.with_figure(c, f"ablation_s0_{size or 'groel64'}", "Ablation: sample-size factor s0", "compare",
-                               [f"s0_{v}:sagd:sampling.s0={v}" for v in values])
+                               [figures.run(f"s0_{v}", "sagd", {"sampling.s0": v}) for v in values])

@@ -15,5 +15,5 @@ from experiments.configs import figures
 def get_config(size=""):
     c = figures.base(size)
     return figures.with_figure(c, f"fig10_priors_{size or 'groel64'}", "Fig. 10: uniform, CAR and exponential priors",
-                               "slices", ["uniform:sagd:prior.kind=uniform", "car:sagd:prior.kind=car",
-                                          "exponential:sagd:prior.kind=exponential"])
+                               "slices", [figures.run(kind, "sagd", {"prior.kind": kind})
+                                          for kind in ("uniform", "car", "exponential")])

@@ -15,4 +15,4 @@ from experiments.configs import figures
 def get_config(size=""):
     c = figures.base(size)
     return figures.with_figure(c, f"fig11_summary_{size or 'groel64'}", "Fig. 11: GroEL-GroES", "summary",
-                               ["sagd:sagd:"])
+                               [figures.run("sagd")])

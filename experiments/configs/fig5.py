@@ -16,4 +16,4 @@ def get_config(size=""):
     c = figures.base(size)
     minutes = [0, 1, 3, 10, 20] if size != "tiny" else [0, 0.05, 0.2]
     return figures.with_figure(c, f"fig5_snapshots_{size or 'groel64'}", "Fig. 5: from a random start (SAGD + IS)",
-                               "snapshots", ["sagd:sagd:"], snapshot_minutes=minutes)
+                               "snapshots", [figures.run("sagd")], snapshot_minutes=minutes)

@@ -17,4 +17,5 @@ def get_config(size=""):
     c = figures.base(size)
     return figures.with_figure(c, f"fig9_baselines_{size or 'groel64'}",
                                "Fig. 9: SAGD + IS vs projection matching vs batch EM", "compare",
-                               ["sagd_is:sagd:", "projection_matching:projection_matching:", "batch_em:em:"])
+                               [figures.run("sagd_is"), figures.run("projection_matching", "projection_matching"),
+                                figures.run("batch_em", "em")])

@@ -39,6 +39,10 @@ def with_figure(c, name: str, title: str, kind: str, runs: list, **extra):
     return c
 
 
-def run_entry(label: str, method: str, *overrides: str) -> str:
-    """A ``figure.runs`` entry, ``label:method:key=value,...``, from override groups (empty ones skipped)."""
-    return f"{label}:{method}:{','.join(o for o in overrides if o)}"
+def run(label: str, method: str = "sagd", *overrides: dict) -> dict:
+    """A ``figure.runs`` entry: its label, method (``sagd``, ``projection_matching``, ``em``) and config overrides
+    (``{"key.path": value}``), merged from the override groups given."""
+    merged = {}
+    for group in overrides:
+        merged.update(group)
+    return {"label": label, "method": method, "overrides": merged}

@@ -14,18 +14,19 @@ Expected: met on 1,500 particles, where the data limit the map; not on 10,000, w
 from experiments.configs import figures
 
 
-FAST = "schedule.iterations_per_level=25,sampling.start_iteration=50,stop.max_minutes=0,stop.max_iterations=300"
-SMALL = "stop.max_minutes=0,stop.max_iterations=800"  # the held-out error ends both runs before (at 650)
+FAST = {"schedule.iterations_per_level": 25, "sampling.start_iteration": 50, "stop.max_minutes": 0,
+        "stop.max_iterations": 300}
+SMALL = {"stop.max_minutes": 0, "stop.max_iterations": 800}  # the held-out error ends both runs before (at 650)
 
 
 def get_config(size=""):
     variant = size if size in ("fast", "small") else ""
     c = figures.base("" if variant else size)
     name = f"symmetry_c7_{variant}_groel64" if variant else f"symmetry_c7_{size or 'groel64'}"
-    schedule = {"fast": FAST, "small": SMALL}.get(variant, "")
+    schedule = {"fast": FAST, "small": SMALL}.get(variant, {})
     title = "C7 imposed vs C1 (GroEL-GroES" + (", 1,500 particles)" if variant == "small" else ")")
-    c = figures.with_figure(c, name, title, "compare", [figures.run_entry("C1", "sagd", schedule),
-                                                        figures.run_entry("C7", "sagd", schedule, "symmetry=C7")])
+    c = figures.with_figure(c, name, title, "compare", [figures.run("C1", "sagd", schedule),
+                                                        figures.run("C7", "sagd", schedule, {"symmetry": "C7"})])
     if variant == "small" or size == "tiny":  # the target is about iterations (tiny: the test draws it this way)
         c.figure.x_axis = "iteration"
     return c
