@@ -1,8 +1,9 @@
-"""Accuracy figures of the forward model and the conventions .
+"""Accuracy figures of the forward model and the conventions.
 
-    python -m experiments.foundations_accuracy        (from the repository root; any CPU)
+    python -m experiments.foundations_accuracy [--out experiments/results/foundations_accuracy_cpu.json]
 
-Prints one JSON object: relative errors of the Fourier slice (Kaiser-Bessel and trilinear kernels) and of the
+From the repository root, any CPU. Prints (and with --out writes, with the command and machine) one JSON
+object: relative errors of the Fourier slice (Kaiser-Bessel and trilinear kernels) and of the
 real-space projection against exact line integrals of a Gaussian-blob volume, of simulated particle images against
 an independent forward model, and the FSC of a known-pose reconstruction of a simulated GroEL-GroES set.
 """
@@ -15,12 +16,18 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
 
-from recon import backprojection, conventions as cv, density, metrics, projection as pj, synthesis
+from absl import flags
+
+from experiments.engine_benchmark import machine
+from recon import backprojection, cli, conventions as cv, density, metrics, projection as pj, synthesis
+from recon.errors import InputError, user_errors_exit
+from recon.io import atomic
 from recon.ctf import ctf_value
 from recon.data import open_dataset
 from recon.io import metadata
 from tests.conftest import analytic_projection, blob_volume
 
+FLAGS = flags.FLAGS
 POSES = [(0.0, 0.0, 0.0), (30.0, 60.0, -20.0), (123.0, 100.0, 45.0), (-70.0, 150.0, 200.0), (10.0, 90.0, 90.0)]
 
 
@@ -83,9 +90,22 @@ def known_pose_fsc(n=2000):
             "known_pose_groel64_2000_negated_origins_fsc0.5_angstrom": metrics.resolution_at(bad, 5.6, 0.5)}
 
 
-if __name__ == "__main__":
+@user_errors_exit
+def main(argv):
+    if len(argv) > 1:
+        raise InputError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
     result = {}
     result.update(slice_errors())
     result.update(simulation_error())
     result.update(known_pose_fsc())
-    print(json.dumps(result, indent=1))
+    command = "python -m experiments.foundations_accuracy" + (f" --out {FLAGS.out}" if FLAGS.out else "")
+    result.update({"command": command, "machine": machine()})
+    text = json.dumps(result, indent=1)
+    print(text)
+    if FLAGS.out:
+        atomic.write_text(FLAGS.out, text + "\n")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("out", None, "Also write the JSON here (experiments/results/foundations_accuracy_cpu.json).")
+    cli.run(main)

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from recon import conventions, schedules
+from recon import conventions, polarity, schedules
 from recon.data import ParticleDataset, estimate_noise_sigma
 from recon.errors import InputError, fail
 
@@ -167,5 +167,9 @@ def prepare(config, dataset: ParticleDataset) -> tuple[object, list[str]]:
     config, lines = resolve(config, dataset)
     if config.particle_radius_angstrom:
         dataset.particle_radius_angstrom = float(config.particle_radius_angstrom)
+    if config.get("polarity", "as_given") == "auto":  # within the resolved radius
+        lines.append(polarity.follow(dataset))
+    elif config.get("polarity", "as_given") != "as_given":
+        raise InputError(f"--config.polarity={config.polarity!r}: expected auto or as_given")
     dataset.noise_sigma = estimate_noise_sigma(dataset)
     return config, lines

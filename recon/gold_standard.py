@@ -115,7 +115,7 @@ def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> 
             mrc.write_map(os.path.join(workdir, f"half{k}.mrc"), vol, pixel)
         mrc.write_map(os.path.join(workdir, "final.mrc"), (maps[0] + maps[1]) / 2, pixel)
         atomic.write_text(os.path.join(workdir, "gold_standard.json"), json.dumps(result, indent=1))
-        _merge_outputs(workdir, halves, shared["elapsed_seconds"])
+        _merge_outputs(workdir, halves, shared["elapsed_seconds"], config.output.get("names_relative_to"))
         with open(os.path.join(workdir, "run.log"), "a") as f:
             f.write(line + "\n")
         if not quiet:
@@ -126,7 +126,7 @@ def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> 
                                                                             os.path.join(workdir, "half2.mrc")]}
 
 
-def _merge_outputs(workdir: str, halves, shared_seconds: float) -> None:
+def _merge_outputs(workdir: str, halves, shared_seconds: float, relative_to: str | None = None) -> None:
     """Top-level metrics.jsonl (the shared run, then half 1 with its times offset), run.log (both parts' lines)
     and poses.star (each particle's pose from its own half)."""
     records = report.read_metrics(os.path.join(workdir, "shared"))
@@ -134,13 +134,14 @@ def _merge_outputs(workdir: str, halves, shared_seconds: float) -> None:
     for r in report.read_metrics(os.path.join(workdir, "half1")):
         records.append({**r, "iteration": r.get("iteration", 0) + offset, "seconds": r.get("seconds", 0.0) + shared_seconds,
                         "part": "half1"})
-    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    with open(os.path.join(workdir, "run.log"), "w") as f:
-        for part in ("shared", "half1", "half2"):
-            path = os.path.join(workdir, part, "run.log")
-            if os.path.exists(path):
-                f.write(f"--- {part} ---\n" + open(path).read())
+    atomic.write_text(os.path.join(workdir, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
+    logs = []
+    for part in ("shared", "half1", "half2"):
+        path = os.path.join(workdir, part, "run.log")
+        if os.path.exists(path):
+            with open(path) as f:
+                logs.append(f"--- {part} ---\n" + f.read())
+    atomic.write_text(os.path.join(workdir, "run.log"), "".join(logs))
     metas = [metadata.read_particles(os.path.join(workdir, f"half{k}", "poses.star")) for k in (1, 2)]
     first = np.zeros(len(metas[0]), bool)
     first[halves[0]] = True
@@ -149,6 +150,4 @@ def _merge_outputs(workdir: str, halves, shared_seconds: float) -> None:
         angles_degrees=np.where(first[:, None], metas[0].angles_degrees, metas[1].angles_degrees),
         origins_angstrom=np.where(first[:, None], metas[0].origins_angstrom, metas[1].origins_angstrom))
     path = os.path.join(workdir, "poses.star")
-    names = [os.path.relpath(s, workdir) for s in merged.stack_paths]
-    image_names = np.array([f"{j + 1:06d}@{s}" for j, s in zip(merged.image_indices, names)], dtype=object)
-    star.write_star(path, merged, image_names=image_names)
+    star.write_star(path, merged, image_names=training.image_names_relative(merged, path, relative_to))

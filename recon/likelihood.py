@@ -259,6 +259,13 @@ def checked_chunks(n: int, chunk_size: int) -> tuple[int, int]:
     return n, chunk_size
 
 
+def chunk_features(images, ctf: CTFParams, grid: LikelihoodGrid, pixel_size_angstrom: float, kernel: str,
+                   oversampling: int) -> ParticleFeatures:
+    """:func:`particle_features` of a chunk of images ``(c, D, D)`` with their CTFs."""
+    return jax.vmap(particle_features, in_axes=(0, 0, None, None, None, None, None))(
+        images, ctf, grid, pixel_size_angstrom, None, kernel, oversampling)
+
+
 def batch_log_marginals(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pixel_size_angstrom: float,
                         chunk_size: int = 25, remat: bool = True, kernel: str = SLICE_KERNEL,
                         oversampling: int = 2):
@@ -272,8 +279,7 @@ def batch_log_marginals(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pi
 
     def chunk(args):
         imgs, chunk_ctf = args
-        feats = jax.vmap(particle_features, in_axes=(0, 0, None, None, None, None, None))(
-            imgs, chunk_ctf, grid, pixel_size_angstrom, None, kernel, oversampling)
+        feats = chunk_features(imgs, chunk_ctf, grid, pixel_size_angstrom, kernel, oversampling)
         table = log_likelihood_table(feats, slices_cat, slice_power, phases, grid, size)
         return jax.vmap(reduce_table, in_axes=(0, None))(table, grid)
 
@@ -326,8 +332,7 @@ def batch_top_poses(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pixel_
 
     def chunk(args):
         imgs, chunk_ctf = args
-        feats = jax.vmap(particle_features, in_axes=(0, 0, None, None, None, None, None))(
-            imgs, chunk_ctf, grid, pixel_size_angstrom, None, kernel, oversampling)
+        feats = chunk_features(imgs, chunk_ctf, grid, pixel_size_angstrom, kernel, oversampling)
         if criterion == "correlation":
             return jax.vmap(top_scores, in_axes=(0, None))(
                 correlation_table(feats, slices_cat, slice_power, phases, grid), k)

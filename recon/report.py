@@ -265,11 +265,21 @@ def _views_section(workdir: str) -> str:
 
 
 def write_report(workdir: str, reference: str | None = None) -> str:
-    """Write ``workdir/report.html`` (atomically) and return its path."""
+    """Write ``workdir/report.html`` (atomically) and return its path: of the final map, or, for a run still going
+    or stopped before its end, of its newest snapshot (``maps/iter_*.mrc``)."""
+    import glob
+
     final_path = os.path.join(workdir, "final.mrc")
-    if not os.path.exists(final_path):
-        raise fail(final_path, "not found: the run has not finished (or --workdir is not a run's folder)")
-    final, pixel = mrc.read_map(final_path)
+    snapshots = sorted(glob.glob(os.path.join(workdir, "maps", "iter_*.mrc")))
+    if os.path.exists(final_path):
+        map_path, status = final_path, "final.mrc"
+    elif snapshots:
+        map_path = snapshots[-1]
+        status = f"maps/{os.path.basename(map_path)} (the run has not finished: its newest snapshot)"
+    else:
+        raise fail(final_path, "not found, nor any snapshot in maps/ (the run has not saved a map yet, or "
+                               "--workdir is not a run's folder)")
+    final, pixel = mrc.read_map(map_path)
     maps = {}
     initial_path = os.path.join(workdir, "maps", "initial.mrc")
     if os.path.exists(initial_path):
@@ -285,7 +295,7 @@ def write_report(workdir: str, reference: str | None = None) -> str:
     fsc_html, numbers = _fsc_section(workdir, final, pixel, reference)
     progress_html, fraction_html = _progress_sections(records)
     summary = {
-        "workdir": os.path.abspath(workdir), "box": f"{final.shape[0]} px at {pixel:.4g} Å/px",
+        "workdir": os.path.abspath(workdir), "map": status, "box": f"{final.shape[0]} px at {pixel:.4g} Å/px",
         "symmetry": config.get("symmetry", "C1"), "iterations": steps[-1]["iteration"] if steps else 0,
         "wall time": f"{steps[-1]['seconds'] / 60:.1f} min" if steps else "?",
         "final resolution level": f"{steps[-1]['resolution_angstrom']:.1f} Å" if steps else "?",
@@ -330,6 +340,6 @@ if __name__ == "__main__":
 
     from recon import cli
 
-    flags.DEFINE_string("workdir", None, "A run's workdir (with final.mrc).")
+    flags.DEFINE_string("workdir", None, "A run's workdir (finished, or going: its newest snapshot).")
     flags.DEFINE_string("reference", None, "Optional reference map (e.g. the ground truth) for an FSC curve.")
     cli.run(main)

@@ -929,7 +929,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         ensure_finite_map()
         if writer:
             mrc.write_map(os.path.join(workdir, "final.mrc"), output_map(opt_state.volume), pixel)
-            write_poses(os.path.join(workdir, "poses.star"), dataset, plan, host)
+            write_poses(os.path.join(workdir, "poses.star"), dataset, plan, host, config.output.get("names_relative_to"))
         host.done = True
         save_checkpoint()
         progress.line(f"stopped: {stop_reason}; wrote {workdir}/final.mrc and poses.star")
@@ -949,8 +949,17 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             "final_map": os.path.join(workdir, "final.mrc"), "stop_reason": stop_reason}
 
 
-def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState) -> None:
-    """RELION 3.1 STAR with each particle's most probable pose and shift at its last evaluation + its CTF."""
+def image_names_relative(meta, path: str, relative_to: str | None = None) -> np.ndarray:
+    """``N@stack`` names for a STAR file written at ``path``: the stacks relative to ``relative_to`` (RELION's
+    project folder, from which RELION resolves them) or, by default, to the file's own folder."""
+    base = os.path.abspath(relative_to) if relative_to else os.path.dirname(os.path.abspath(path))
+    names = [os.path.relpath(s, base) for s in meta.stack_paths]
+    return np.array([f"{j + 1:06d}@{s}" for j, s in zip(meta.image_indices, names)], dtype=object)
+
+
+def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState, relative_to: str | None = None):
+    """RELION 3.1 STAR with each particle's most probable pose and shift at its last evaluation, its CTF and the
+    particle file's other columns; image names relative to ``relative_to`` (default: the file's folder)."""
     meta = dataset.meta
     n = len(meta)
     angles = np.zeros((n, 3))
@@ -970,8 +979,6 @@ def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState)
     out = dataclasses.replace(meta, angles_degrees=angles, origins_angstrom=origins,
                               box_size=np.full(n, dataset.box_size),
                               pixel_size_angstrom=np.full(n, dataset.pixel_size_angstrom))
-    names = [os.path.relpath(s, os.path.dirname(os.path.abspath(path))) for s in meta.stack_paths]
-    image_names = np.array([f"{j + 1:06d}@{s}" for j, s in zip(meta.image_indices, names)], dtype=object)
-    star.write_star(path, out, image_names=image_names)
+    star.write_star(path, out, image_names=image_names_relative(meta, path, relative_to))
 
 

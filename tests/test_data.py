@@ -118,3 +118,51 @@ def test_star_written_by_simulation_is_relion31(noisy):
     assert "data_optics" in text and "data_particles" in text and "_rlnOriginXAngst" in text
     meta = star.read_star(out / "particles.star")
     assert meta.box_size[0] == 24 and np.isclose(meta.pixel_size_angstrom[0], 4.0)
+
+
+def test_polarity_is_read_from_the_data(noisy):
+    """Simulated white particles (SNR 0.1, defocus 1-3 um) read white; the same stack inverted reads dark, and
+    ``polarity.follow`` turns it back (the images equal the white ones again); images of noise alone score zero on
+    average, so 300 of them stay undetermined (|t| < 4: chance 6e-5)."""
+    from recon import polarity
+
+    out, _ = noisy
+    meta = metadata.read_particles(out / "particles.star")
+    white = open_dataset(meta, particle_radius_angstrom=9 * 4.0, estimate_noise=False)
+    found = polarity.detect(white)
+    assert found.verdict == "white" and found.images == 300, found
+    dark = open_dataset(meta, particle_radius_angstrom=9 * 4.0, invert_contrast=True, estimate_noise=False)
+    assert polarity.detect(dark).verdict == "dark"
+    line = polarity.follow(dark)
+    assert line.startswith("warning: the particles read dark") and "--config.polarity=as_given" in line
+    np.testing.assert_array_equal(dark.raw_images([0, 1]), white.raw_images([0, 1]))
+    assert polarity.follow(white).startswith("polarity: particles white")
+    noise = np.random.default_rng(5).normal(size=(300, 24, 24))
+    scores = polarity.image_scores(noise, meta.ctf, 4.0, 9.0)
+    t = scores.mean() / (scores.std(ddof=1) / np.sqrt(len(scores)))
+    assert abs(t) < polarity.DECISIVE_T, t
+
+
+def test_the_plain_command_inverts_dark_particles_and_as_given_keeps_them(noisy):
+    """``recon/configs/default.py`` (polarity auto) on an inverted stack: the particles come back white with a warning
+    for run.log; ``--config.polarity=as_given`` keeps the file's sign; a typo'd value is one clear error."""
+    from recon import auto_settings
+    from recon.configs import default
+
+    out, _ = noisy
+    meta = metadata.read_particles(out / "particles.star")
+    dataset = open_dataset(meta, invert_contrast=True, estimate_noise=False)
+    config = default.get_config()
+    config.invert_contrast = True
+    _, notes = auto_settings.prepare(config, dataset)
+    assert any(n.startswith("warning: the particles read dark") for n in notes), notes
+    assert np.all(dataset.sign == 1.0)
+    dataset = open_dataset(meta, invert_contrast=True, estimate_noise=False)
+    config = default.get_config()
+    config.polarity = "as_given"
+    auto_settings.prepare(config, dataset)
+    assert np.all(dataset.sign == -1.0)
+    config = default.get_config()
+    config.polarity = "atuo"
+    with pytest.raises(InputError, match="polarity"):
+        auto_settings.prepare(config, open_dataset(meta, estimate_noise=False))

@@ -1,5 +1,6 @@
 """STAR / MRC / .cs readers and writers: round trips, RELION 3.0 and 3.1 dialects, real files, bad input."""
 
+import dataclasses
 import os
 import textwrap
 
@@ -376,3 +377,48 @@ def test_project_relative_stack_names_are_found_from_the_star_files_parent_folde
     monkeypatch.chdir(tmp_path)  # neither the project folder nor the job folder
     meta = star.read_star(job / "particles.star")
     assert os.path.samefile(meta.stack_paths[0], job / "Movies" / "a.mrcs")
+
+
+def test_written_star_files_carry_the_particle_files_other_columns(real_files, tmp_path):
+    """A RELION 3.1 file's micrograph names, coordinates, original image names, CTF-fit scores and classes reach the
+    STAR files recon writes unchanged (checked with starfile against the input, not through recon's reader), so
+    RELION's CtfRefine, Polish or re-extraction can start from poses.star; a previous refinement's statistics
+    (rlnNormCorrection) and the columns recon rewrites (angles, CTF) are not copied as they were."""
+    import starfile
+
+    source = real_files / "particles/cryodrgn_relion31/relion31.star"
+    meta = metadata.read_particles(source)
+    moved = dataclasses.replace(meta, angles_degrees=np.zeros((len(meta), 3)))
+    star.write_star(tmp_path / "out.star", moved)
+    given = starfile.read(source, always_dict=True)["particles"]
+    written = starfile.read(tmp_path / "out.star", always_dict=True)["particles"]
+    for name in ("rlnCoordinateX", "rlnCoordinateY", "rlnImageOriginalName", "rlnMicrographName",
+                 "rlnCtfMaxResolution", "rlnCtfFigureOfMerit", "rlnClassNumber"):
+        assert list(written[name]) == list(given[name]), name
+    assert "rlnNormCorrection" not in written.columns
+    assert np.all(written["rlnAngleRot"] == 0) and not np.all(given["rlnAngleRot"] == 0)
+    assert len(metadata.read_particles(tmp_path / "out.star").subset([1, 3]).extra_columns["rlnMicrographName"]) == 2
+
+
+def test_image_names_can_be_written_relative_to_a_relion_project(tmp_path):
+    """poses.star names its stacks relative to its own folder by default, or to a given project folder (RELION
+    resolves ``Extract/job007/x.mrcs`` from its project folder); recon reads such a file back from inside the job
+    folder (the parent folders are searched)."""
+    from recon import training
+
+    project = tmp_path / "project"
+    job = project / "Extract" / "job007"
+    job.mkdir(parents=True)
+    stack = job / "x.mrcs"
+    with mrcfile.new(stack) as m:
+        m.set_data(np.zeros((2, 16, 16), np.float32))
+    meta = dataclasses.replace(_meta(tmp_path, n=2), stack_paths=np.array([str(stack)] * 2, dtype=object))
+    out = project / "Refine" / "poses.star"
+    out.parent.mkdir()
+    assert list(training.image_names_relative(meta, out)) == ["000001@../Extract/job007/x.mrcs",
+                                                                 "000002@../Extract/job007/x.mrcs"]
+    names = training.image_names_relative(meta, job / "poses.star", project)
+    assert list(names) == ["000001@Extract/job007/x.mrcs", "000002@Extract/job007/x.mrcs"]
+    star.write_star(job / "poses.star", meta, image_names=names)
+    back = metadata.read_particles(job / "poses.star")
+    assert list(back.stack_paths) == [str(stack)] * 2

@@ -17,6 +17,25 @@ def test_report_refuses_a_folder_without_a_map(tmp_path):
     assert not (tmp_path / "report.html").exists()
 
 
+def test_report_of_a_run_not_finished_shows_its_newest_snapshot(tmp_path):
+    """A work folder with snapshots at iterations 10 and 20 and no final.mrc (a run going, or killed): the report
+    is written from iteration 20's map and says so."""
+    from recon.io import mrc
+
+    rng = np.random.default_rng(0)
+    for iteration in (10, 20):
+        mrc.write_map(tmp_path / "maps" / f"iter_{iteration:08d}.mrc",
+                      rng.normal(size=(16, 16, 16)).astype(np.float32), 5.0)
+    (tmp_path / "metrics.jsonl").write_text("".join(
+        f'{{"iteration": {i}, "seconds": {i}.0, "resolution_angstrom": 30.0, "objective": 1.0}}\n'
+        for i in range(1, 21)))
+    result = subprocess.run([sys.executable, "-m", "recon.report", "--workdir", str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "report.html").read_text()
+    assert "maps/iter_00000020.mrc (the run has not finished" in text
+
+
 def test_isosurface_of_a_ball_is_a_disk_lit_like_a_sphere():
     """A ball of radius 8 in a 32^3 box: each view's silhouette is the disk of radius 8 (area pi r^2 within the
     voxel staircase), and the quarter facing the light (upper left: -x, +y with origin="lower") is brighter than the

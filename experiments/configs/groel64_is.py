@@ -11,25 +11,15 @@ Expected: FSC 0.5 against the truth of 15 A or better within 30 min. Numbers: ex
           experiments/results/is_curve_groel64_cpu.json.
 """
 
-from experiments.configs import groel64
+from recon.configs import demo
 
 
 def get_config():
-    c = groel64.get_config()
-    c.schedule.start_resolution_angstrom = 40.0
+    c = demo.get_config()  # the same settings, with a finer target and longer levels
     c.schedule.target_resolution_angstrom = 12.5  # 0.9 x Nyquist
     c.schedule.iterations_per_level = 80
-    c.likelihood_kernel = "linear"  # cheaper than Kaiser-Bessel; 3x oversampling keeps the slice accurate
-    c.likelihood_oversampling = 3
     c.sampling.start_iteration = 160
-    c.sampling.tau0 = 10.0
-    c.sampling.bandwidth_factor = 0.5  # kernels half the previous spacing: ESS of a few points per factor
-    c.sampling.max_directions = 16
-    c.sampling.max_inplane = 8
-    c.sampling.max_shifts = 8
     c.stop.max_minutes = 30.0
     c.stop.max_iterations = 5000
-    c.output.heldout_every = 25
-    c.output.save_map_every = 25
-    c.output.checkpoint_every = 25
+    c.output.log_every = 5
     return c

@@ -20,6 +20,7 @@ def get_config():
     c.num_heldout = 100  # held-out particles for RREMSE (App. C); at most 10% of the data
     c.particle_radius_angstrom = 0.0  # 0: 40% of the box
     c.invert_contrast = False  # True for stacks with dark particles
+    c.polarity = "as_given"  # or "auto": detect dark particles from the data and invert them (recon/polarity.py)
     c.pixel_size_angstrom = 0.0  # 0: from the particle file
     c.symmetry = "C1"  # point group in RELION's conventions: C1, Cn, Dn, T, O, I (= I2), I1-I4 (recon/symmetry.py)
 
@@ -106,4 +107,5 @@ def get_config():
     c.output.checkpoint_minutes = 5.0
     c.output.keep_checkpoints = 3
     c.output.final_pose_pass = True  # assign every particle's pose with the final map
+    c.output.names_relative_to = ""  # poses.star's image names relative to this folder (RELION's project); "": its own
     return c

@@ -21,6 +21,8 @@ class ParticleMetadata:
     angles_degrees: ``(N, 3)`` RELION (rot, tilt, psi) or None; origins_angstrom: ``(N, 2)`` RELION origins or None.
     optics_group: ``(N,)`` int; image_names: ``(N,)`` the names as written in the source file.
     invert_sign: ``(N,)`` bool, True where the stored images have dark particles (cryoSPARC ``blob/sign``).
+    extra_columns: the source's other per-particle columns (``{"rlnMicrographName": (N,), ...}``), carried into the
+    STAR files recon writes (micrographs, coordinates, subsets, groups) so RELION can go on from them.
     """
 
     source: str
@@ -34,6 +36,7 @@ class ParticleMetadata:
     angles_degrees: np.ndarray | None = None
     origins_angstrom: np.ndarray | None = None
     invert_sign: np.ndarray | None = None
+    extra_columns: dict | None = None
 
     def __len__(self) -> int:
         return len(self.image_indices)
@@ -46,7 +49,8 @@ class ParticleMetadata:
             image_names=take(self.image_names), pixel_size_angstrom=take(self.pixel_size_angstrom),
             box_size=take(self.box_size), ctf=self.ctf.take(index), optics_group=take(self.optics_group),
             angles_degrees=take(self.angles_degrees), origins_angstrom=take(self.origins_angstrom),
-            invert_sign=take(self.invert_sign))
+            invert_sign=take(self.invert_sign),
+            extra_columns=None if self.extra_columns is None else {k: take(v) for k, v in self.extra_columns.items()})
 
     def common_pixel_size(self) -> float:
         """The single pixel size of the set; an error if particles disagree by more than 0.1%."""

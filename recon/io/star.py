@@ -49,6 +49,12 @@ IGNORED_COLUMNS = frozenset(f"rln{label}" for label in """
     MagMat01 MagMat10 MagMat11 CtfIceRingDensity ParticleSelectZScore ImageSizeX ImageSizeY ImageSizeZ MicrographId
     TomoName""".split())
 
+# Per-particle results of a previous refinement, which the poses recon writes replace: not carried into its files.
+NOT_CARRIED = frozenset(f"rln{label}" for label in """
+    LogLikeliContribution MaxValueProbDistribution NrOfSignificantSamples NormCorrection AngleRotPrior AngleTiltPrior
+    AnglePsiPrior AnglePsiFlipRatio AnglePsiFlip OriginXPrior OriginYPrior OriginXPriorAngst OriginYPriorAngst
+    ImageDimensionality OpticsGroupName""".split())
+
 
 def _read_blocks(path) -> dict:
     try:
@@ -113,6 +119,8 @@ def read_star(path, data_dir: str | None = None) -> ParticleMetadata:
             raise fail(path, "no particle table with an _rlnImageName column")
         particles = candidates[0]
     labels = [c for table in (optics, particles) if table is not None for c in table.columns if c.startswith("rln")]
+    extra = {c: particles[c].to_numpy() for c in particles.columns
+             if c.startswith("rln") and c not in READ_COLUMNS and c not in NOT_CARRIED}
     unknown = unknown_names(labels, READ_COLUMNS, IGNORED_COLUMNS)
     optics = None if optics is None else _strip(optics)
     particles = _strip(particles)
@@ -223,7 +231,8 @@ def read_star(path, data_dir: str | None = None) -> ParticleMetadata:
         print(warning, file=sys.stderr)
     return ParticleMetadata(
         source=path, stack_paths=stacks, image_indices=indices, image_names=names, pixel_size_angstrom=pixel,
-        box_size=box, ctf=ctf, optics_group=groups, angles_degrees=angles, origins_angstrom=origins)
+        box_size=box, ctf=ctf, optics_group=groups, angles_degrees=angles, origins_angstrom=origins,
+        extra_columns=extra or None)
 
 
 def write_star(path, meta: ParticleMetadata, image_names=None, extra_columns: dict | None = None) -> None:
@@ -257,6 +266,8 @@ def write_star(path, meta: ParticleMetadata, image_names=None, extra_columns: di
         rlnDefocusAngle=meta.ctf.defocus_angle_degrees, rlnPhaseShift=meta.ctf.phase_shift_degrees,
         rlnCtfBfactor=meta.ctf.bfactor_angstrom2, rlnCtfScalefactor=meta.ctf.scale,
         rlnOpticsGroup=group_index + 1)
+    for name, values in (meta.extra_columns or {}).items():
+        columns.setdefault(name, values)
     if extra_columns:
         columns.update(extra_columns)
     particles = pd.DataFrame({k: np.asarray(v) for k, v in columns.items()}, index=np.arange(n))
