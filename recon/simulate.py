@@ -28,6 +28,9 @@ cli.define_config("config", os.path.join(os.path.dirname(os.path.abspath(__file_
                   "Dataset config (ml_collections): recon/configs/simulate.py or one derived from it.")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EFFECTS = ("envelope_bfactor_min_angstrom2", "envelope_bfactor_max_angstrom2", "amplitude_spread", "junk_fraction",
+           "preferred_view_fraction", "preferred_view_sigma_degrees", "noise_exponent", "micrographs",
+           "noise_variation", "dark_particles")
 
 
 def _path(value: str) -> str | None:
@@ -74,6 +77,11 @@ def main(argv):
         raise InputError(f"--config.snr must be positive, got {c.snr}")
     if c.num_particles < 1:
         raise InputError("--config.num_particles must be at least 1")
+    for key in ("junk_fraction", "preferred_view_fraction"):
+        if not 0.0 <= c[key] <= 1.0:
+            raise InputError(f"--config.{key} must lie in [0, 1], got {c[key]}")
+    if c.amplitude_spread < 0 or c.noise_variation < 0 or not c.noise_variation < 1 or c.micrographs < 0:
+        raise InputError("--config.amplitude_spread, noise_variation (< 1) and micrographs must not be negative")
     if not 0 < c.defocus_min_angstrom <= c.defocus_max_angstrom:
         raise InputError("need 0 < --config.defocus_min_angstrom <= --config.defocus_max_angstrom")
     volume, pixel = _load_volume(c)
@@ -82,7 +90,8 @@ def main(argv):
         defocus_max_angstrom=c.defocus_max_angstrom, max_astigmatism_fraction=c.max_astigmatism_fraction,
         voltage_kv=c.voltage_kv, spherical_aberration_mm=c.spherical_aberration_mm,
         amplitude_contrast=c.amplitude_contrast, bfactor_angstrom2=c.bfactor_angstrom2,
-        shift_sigma_angstrom=c.shift_sigma_angstrom or None)
+        shift_sigma_angstrom=c.shift_sigma_angstrom or None,
+        **{key: c[key] for key in EFFECTS})
     synthesis.simulate_dataset(volume, pixel, spec, FLAGS.out)
     print(f"wrote {FLAGS.out}/particles.star, particles.mrcs, ground_truth.mrc")
 

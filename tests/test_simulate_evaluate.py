@@ -189,3 +189,64 @@ def test_command_line_errors_are_one_line(args, needle, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0]
     assert not (tmp_path / "x").exists()
+
+
+def _simulate(tmp_path, name, **effects):
+    vol, _ = blob_volume(24, seed=2, spread=0.12)
+    spec = synthesis.SimulationSpec(400, snr=effects.pop("snr", float("inf")), seed=5, **effects)
+    meta, sigma = synthesis.simulate_dataset(vol.astype(np.float32), 4.0, spec, str(tmp_path / name),
+                                             log=lambda *_: None)
+    images = mrc.StackReader().read(str(tmp_path / name / "particles.mrcs"), np.arange(400)).astype(np.float64)
+    return spec, meta, sigma, images
+
+
+def test_realistic_effects_are_what_they_say(tmp_path):
+    """Each effect of recon.simulate against its definition, on the same particles with and without it (the
+    effects draw from their own stream, so poses, CTFs and white noise are unchanged): dark particles are the same
+    stack negated; an envelope and an amplitude multiply each particle's transform by a * exp(-B k^2 / 4) (B and a
+    as drawn, k in 1/A); junk is about its fraction, marked class 2, and its images are empty or not the particle's;
+    preferred views put the fraction asked within a few sigma of the z axis; coloured noise has the power law asked
+    (its mean over the box as white noise's), and each micrograph its own level."""
+    _, plain_meta, sigma, plain = _simulate(tmp_path, "plain", snr=0.1)
+    _, _, dark_sigma, dark = _simulate(tmp_path, "dark", snr=0.1, dark_particles=True)
+    assert dark_sigma == sigma and np.array_equal(dark, -plain)
+
+    _, _, _, clean = _simulate(tmp_path, "clean")
+    spec, _, _, shaped = _simulate(tmp_path, "shaped", envelope_bfactor_min_angstrom2=100.0,
+                                   envelope_bfactor_max_angstrom2=300.0, amplitude_spread=0.2)
+    effects = synthesis.draw_effects(spec, 400, plain_meta.angles_degrees.copy())
+    assert 0.15 < effects.amplitude.std() < 0.25 and 100 <= effects.envelope_bfactor.min() < 300
+    k2 = np.sum(cv.image_frequency_grid(24, 4.0) ** 2, axis=-1)
+    for i in range(0, 400, 40):
+        expected = effects.amplitude[i] * np.exp(-effects.envelope_bfactor[i] * k2 / 4) * cv.centred_fft2(clean[i])
+        assert np.linalg.norm(cv.centred_fft2(shaped[i]) - expected) < 1e-4 * np.linalg.norm(expected)
+
+    spec, meta, _, junk = _simulate(tmp_path, "junk", junk_fraction=0.3)
+    bad = meta.extra_columns["rlnClassNumber"] == 2
+    assert abs(bad.mean() - 0.3) < 4 * np.sqrt(0.3 * 0.7 / 400)
+    assert np.array_equal(junk[~bad], clean[~bad])
+    empty = np.all(junk[bad] == 0, axis=(1, 2))
+    assert 0.3 < empty.mean() < 0.7 and not np.any(np.isclose(junk[bad][~empty], clean[bad][~empty]).all((1, 2)))
+
+    _, meta, _, _ = _simulate(tmp_path, "views", preferred_view_fraction=0.5, preferred_view_sigma_degrees=5.0)
+    near = np.mean(meta.angles_degrees[:, 1] < 15.0)  # 3 sigma; a uniform view lands there with chance 1.7 %
+    expected = 0.5 + 0.5 * (1 - np.cos(np.radians(15.0))) / 2
+    assert abs(near - expected) < 4 * np.sqrt(expected * (1 - expected) / 400), near
+
+    spec, meta, sigma, noisy = _simulate(tmp_path, "coloured", snr=0.1, noise_exponent=1.0, micrographs=4,
+                                         noise_variation=0.25)
+    noise = noisy - clean
+    effects = synthesis.draw_effects(spec, 400, plain_meta.angles_degrees.copy())
+    power = np.mean(np.abs(cv.centred_fft2(noise / (sigma * effects.noise_scale[effects.micrograph])[:, None, None]))
+                    ** 2, axis=0) / 24**2
+    k = np.linalg.norm(cv.image_frequency_grid(24), axis=-1)
+    for low, high in ((0.05, 0.15), (0.15, 0.3), (0.3, 0.5)):  # shell means of the power against (k + 1/24)^-1
+        shell = (k >= low) & (k < high)
+        target = np.mean(synthesis.noise_shape(24, 1.0)[shell] ** 2)
+        assert abs(np.mean(power[shell]) / target - 1) < 0.05, (low, np.mean(power[shell]), target)
+    assert abs(np.mean(synthesis.noise_shape(24, 1.0) ** 2) - 1) < 1e-9
+    names = meta.extra_columns["rlnMicrographName"]
+    for m in range(4):
+        rows = names == f"micrograph_{m + 1:04d}.mrc"
+        assert abs(noise[rows].std() / (sigma * effects.noise_scale[m]) - 1) < 0.03, m
+    assert np.ptp(effects.noise_scale) > 0.1

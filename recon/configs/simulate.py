@@ -23,4 +23,15 @@ def get_config():
     c.amplitude_contrast = 0.1
     c.bfactor_angstrom2 = 0.0
     c.shift_sigma_angstrom = 0.0  # 0: two pixels
+    # Effects of real data (recon/synthesis.py), all off by default:
+    c.envelope_bfactor_min_angstrom2 = 0.0  # per-particle B-factor envelope, uniform in [min, max], not recorded
+    c.envelope_bfactor_max_angstrom2 = 0.0
+    c.amplitude_spread = 0.0  # particle amplitudes 1 + spread * N(0, 1)
+    c.junk_fraction = 0.0  # empty picks and off-model blobs (rlnClassNumber 2)
+    c.preferred_view_fraction = 0.0  # viewed near the map's z axis
+    c.preferred_view_sigma_degrees = 10.0
+    c.noise_exponent = 0.0  # noise power ~ frequency^-exponent (0: white)
+    c.micrographs = 0  # > 0: particles spread over micrographs (rlnMicrographName)
+    c.noise_variation = 0.0  # each micrograph's noise sigma times 1 + U(-variation, variation)
+    c.dark_particles = False  # the stack's sign inverted
     return c
