@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from recon import metrics
+from recon import metrics, symmetry, views
 from recon.errors import InputError, fail, user_errors_exit
 from recon.io import atomic, mrc
 
@@ -240,7 +240,7 @@ def _progress_sections(records: list[dict]) -> tuple[str, str]:
     return progress, fraction
 
 
-def _views_section(workdir: str) -> str:
+def _views_section(workdir: str, symmetry_name: str = "C1") -> str:
     from recon.io import metadata
 
     path = os.path.join(workdir, "poses.star")
@@ -260,8 +260,10 @@ def _views_section(workdir: str) -> str:
     sc = ax.pcolormesh(lon_edges, np.arcsin(lat_edges), counts.T / max(counts.mean(), 1e-12), cmap="viridis")
     fig.colorbar(sc, ax=ax, orientation="horizontal", pad=0.08, label="particles per equal-area cell / mean")
     ax.grid(True, lw=0.3)
+    warning = views.coverage_line(meta.angles_degrees, symmetry.group_matrices(symmetry_name))
+    note = f"<p><b>{html.escape(warning)}</b></p>" if warning else ""
     return (f"<p>Beam directions (rot, tilt) of the {len(rot)} particles' most probable poses, on equal-area cells "
-            f"(1 = uniform).</p><img src='{_png(fig)}'>")
+            f"(1 = uniform).</p>{note}<img src='{_png(fig)}'>")
 
 
 def write_report(workdir: str, reference: str | None = None) -> str:
@@ -311,7 +313,7 @@ def write_report(workdir: str, reference: str | None = None) -> str:
         "FSC": fsc_html,
         "Held-out error and resolution": progress_html,
         "Fraction of the quadrature evaluated": fraction_html,
-        "View directions": _views_section(workdir),
+        "View directions": _views_section(workdir, config.get("symmetry", "C1")),
     }
     parts = [f"<h2 id='{k.lower().replace(' ', '-')}'>{html.escape(k)}</h2>\n{body[k]}" for k in SECTIONS]
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>recon report</title><style>"

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from recon import checkpoint, conventions, initial, likelihood, lock, priors, projection, quadrature, sagd, sampling
-from recon import report, schedules, symmetry, synthesis
+from recon import report, schedules, symmetry, synthesis, views
 from recon import step as step_lib
 from recon.ctf import CTFParams
 from recon.data import ParticleDataset
@@ -929,7 +929,11 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         ensure_finite_map()
         if writer:
             mrc.write_map(os.path.join(workdir, "final.mrc"), output_map(opt_state.volume), pixel)
-            write_poses(os.path.join(workdir, "poses.star"), dataset, plan, host, config.output.get("names_relative_to"))
+            angles = write_poses(os.path.join(workdir, "poses.star"), dataset, plan, host,
+                                 config.output.get("names_relative_to"))
+            coverage = views.coverage_line(angles[host.best_level >= 0], plan.symmetry_matrices)
+            if coverage:
+                progress.line(coverage)
         host.done = True
         save_checkpoint()
         progress.line(f"stopped: {stop_reason}; wrote {workdir}/final.mrc and poses.star")
@@ -957,9 +961,11 @@ def image_names_relative(meta, path: str, relative_to: str | None = None) -> np.
     return np.array([f"{j + 1:06d}@{s}" for j, s in zip(meta.image_indices, names)], dtype=object)
 
 
-def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState, relative_to: str | None = None):
+def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState,
+                relative_to: str | None = None) -> np.ndarray:
     """RELION 3.1 STAR with each particle's most probable pose and shift at its last evaluation, its CTF and the
-    particle file's other columns; image names relative to ``relative_to`` (default: the file's folder)."""
+    particle file's other columns; image names relative to ``relative_to`` (default: the file's folder). Returns
+    the angles written ``(N, 3)``."""
     meta = dataset.meta
     n = len(meta)
     angles = np.zeros((n, 3))
@@ -980,5 +986,6 @@ def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState,
                               box_size=np.full(n, dataset.box_size),
                               pixel_size_angstrom=np.full(n, dataset.pixel_size_angstrom))
     star.write_star(path, out, image_names=image_names_relative(meta, path, relative_to))
+    return angles
 
 
