@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from recon import conventions, polarity, schedules
+from recon import conventions, noise, polarity, schedules
 from recon.data import ParticleDataset, estimate_noise_sigma
 from recon.errors import InputError, fail
 
@@ -172,4 +172,13 @@ def prepare(config, dataset: ParticleDataset) -> tuple[object, list[str]]:
     elif config.get("polarity", "as_given") != "as_given":
         raise InputError(f"--config.polarity={config.polarity!r}: expected auto or as_given")
     dataset.noise_sigma = estimate_noise_sigma(dataset)
+    model = config.get("noise_model", "white")
+    if model == "coloured":
+        dataset.noise_power = noise.estimate(dataset, config.seed)
+        p = dataset.noise_power
+        lines.append(f"noise: coloured, its power relative to white {p[1]:.2f} at the lowest frequencies, "
+                     f"{p[len(p) // 2]:.2f} at half Nyquist, {p[-1]:.2f} at Nyquist (from the images' backgrounds; "
+                     "the likelihood is whitened by it)")
+    elif model != "white":
+        raise InputError(f"--config.noise_model={model!r}: expected white or coloured")
     return config, lines

@@ -103,7 +103,7 @@ def _run(kind: str, config, dataset: ParticleDataset, workdir: str, quiet: bool,
         level = min(epoch // config.baselines.epochs_per_level, len(plan.resolutions) - 1)
         if level != compiled_level:
             rule = training.level_quadrature(plan, level)
-            grid = likelihood.make_grid(size, pixel, rule, 1.0 / plan.resolutions[level])
+            grid = likelihood.make_grid(size, pixel, rule, 1.0 / plan.resolutions[level], dataset.noise_power)
             chunk = likelihood.auto_chunk_size(batch, grid, limits.table_elements, limits.matrix_rows)
             search = jax.jit(lambda v, im, c, g=grid, ch=chunk: likelihood.batch_top_poses(
                 v, im, c, g, pixel, k, ch, config.likelihood_kernel, config.likelihood_oversampling, criterion))

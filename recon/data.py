@@ -35,6 +35,7 @@ class ParticleDataset:
     particle_radius_angstrom: float
     sign: np.ndarray  # (N,) +1 or -1 applied to the stored pixels
     noise_sigma: float = 1.0  # in stored pixel units; images() divides by it
+    noise_power: np.ndarray | None = None  # relative noise power per Fourier ring (recon.noise); None: white
     reader: StackReader = dataclasses.field(default_factory=StackReader)
 
     def __len__(self) -> int:

@@ -68,8 +68,14 @@ def half_plane_frequencies(size: int, max_freq_cycles_per_pixel: float) -> tuple
 
 
 def make_grid(size: int, pixel_size_angstrom: float, rule: quadrature.Quadrature,
-              max_freq_per_angstrom: float) -> LikelihoodGrid:
+              max_freq_per_angstrom: float, noise_power: np.ndarray | None = None) -> LikelihoodGrid:
+    """The level's grid. ``noise_power``: the relative noise power per ring of Fourier pixels
+    (``recon.noise``); each frequency's weight is divided by it (a likelihood whitened for coloured noise)."""
     freqs, weights = half_plane_frequencies(size, max_freq_per_angstrom * pixel_size_angstrom)
+    if noise_power is not None:
+        from recon import noise
+
+        weights = weights / noise.at_frequencies(noise_power, freqs, size)
     rot_tilt = quadrature.directions_to_angles(rule.directions)
     angles = np.concatenate([rot_tilt, np.zeros((len(rot_tilt), 1))], -1)
     psi = np.radians(rule.inplane_degrees)

@@ -269,7 +269,7 @@ def padded_indices(indices: np.ndarray, multiple: int) -> np.ndarray:
 
 def rremse(expected_residual: np.ndarray, grid) -> float:
     """RREMSE (Eq. 20): sqrt(mean over held-out images of E^2 / (sigma^2 * N_k)), N_k the frequencies used."""
-    num_freqs = float(np.sum(np.asarray(grid.freq_weights)))
+    num_freqs = 2.0 * len(grid.freqs) - 1.0  # the half plane's Hermitian weights: 1 at k = 0, 2 elsewhere
     return float(np.sqrt(np.mean(expected_residual) / num_freqs))
 
 
@@ -561,7 +561,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     def compile_level(level):
         """The jitted functions of one level (compiled on first use) and its grid and sampler."""
         rule = level_quadrature(plan, level, host.shift_disks.get(str(level)))
-        grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / plan.resolutions[level])
+        grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / plan.resolutions[level],
+                                    dataset.noise_power)
         chunk = likelihood.auto_chunk_size(local_batch, grid, limits.table_elements, limits.matrix_rows)
         level_sampler = sampling.make_level_sampler(rule, sampler_settings(config), sampler_capacities(config),
                                                     *((host.draw_slots, host.draw_buffers) if adapt_slots else ()))
@@ -635,7 +636,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         empty_objective = 0.5 * band_power(divergence_images, pixel, 1.0 / plan.resolutions[level])[0]
         progress.line(f"level {level + 1}/{levels}: {plan.resolutions[level]:.1f} A, "
                       f"{len(rule.directions)} directions x {len(rule.inplane_degrees)} in-plane x "
-                      f"{len(rule.shifts_angstrom)} shifts, {int(np.sum(np.asarray(grid.freq_weights)))} "
+                      f"{len(rule.shifts_angstrom)} shifts, {2 * len(grid.freqs) - 1} "
                       "frequencies")
         return types.SimpleNamespace(**{k: v for k, v in locals().items() if k != "level"})
 

@@ -13,6 +13,7 @@ from recon.configs import paper
 def get_config():
     c = paper.get_config()
     c.automatic = True
+    c.noise_model = "coloured"  # noise power spectrum from the backgrounds (recon/noise.py)
     c.polarity = "auto"  # dark particles detected and inverted, with a warning in run.log
     c.batch_size = 0
     c.particle_radius_angstrom = 0.0

@@ -20,6 +20,7 @@ def get_config():
     c.num_heldout = 100  # held-out particles for RREMSE (App. C); at most 10% of the data
     c.particle_radius_angstrom = 0.0  # 0: 40% of the box
     c.invert_contrast = False  # True for stacks with dark particles
+    c.noise_model = "white"  # or "coloured": the likelihood whitened by the backgrounds' power spectrum
     c.polarity = "as_given"  # or "auto": detect dark particles from the data and invert them (recon/polarity.py)
     c.pixel_size_angstrom = 0.0  # 0: from the particle file
     c.symmetry = "C1"  # point group in RELION's conventions: C1, Cn, Dn, T, O, I (= I2), I1-I4 (recon/symmetry.py)
