@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -22,18 +23,26 @@ import numpy as np
 from absl import flags
 
 from recon import cli
+from recon.io import atomic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("sets", ["groel_64", "trpv1_64", "betagal_64", "atpase_64"], "Sets to run (names in SETS).")
-flags.DEFINE_string("data_root", "data/validate", "Where the simulated sets live (made if missing).")
-flags.DEFINE_string("run_root", "runs/validate", "Where the runs go (a finished run is scored again, not rerun).")
-flags.DEFINE_float("max_minutes", 30.0, "Time limit of each run (--config.stop.max_minutes).")
-flags.DEFINE_integer("max_points", 10, "Snapshots scored per run.")
-flags.DEFINE_string("out", "experiments/results/validate_auto_cpu.json", "Results JSON.")
-flags.DEFINE_bool("score_only", False, "Score the runs already in --run_root as they are (stopped by hand included).")
+
+
+def define_flags():
+    """The command line's flags (absl flags are global: defined only when this module is the entry point)."""
+    flags.DEFINE_list("sets", ["groel_64", "trpv1_64", "betagal_64", "atpase_64"], "Sets to run (names in SETS).")
+    flags.DEFINE_string("data_root", "data/validate", "Where the simulated sets live (made if missing).")
+    flags.DEFINE_string("run_root", "runs/validate", "Where the runs go (a finished run is scored again, not rerun).")
+    flags.DEFINE_float("max_minutes", 30.0, "Time limit of each run (--config.stop.max_minutes).")
+    flags.DEFINE_integer("max_points", 10, "Snapshots scored per run.")
+    flags.DEFINE_string("out", "experiments/results/validate_auto_cpu.json", "Results JSON.")
+    flags.DEFINE_bool("score_only", False, "Score the runs already in --run_root as they are (stopped by hand "
+                      "included).")
+    flags.DEFINE_bool("logs_only", False, "Only (re)record each row's run.log events (levels, sampling decisions, "
+                      "final pass, stop) from its run folder; nothing rerun or rescored.")
 
 # name -> recon.simulate config keys (a map: its path and pixel size, cropped in Fourier space to `box` first).
 SETS = {
@@ -50,6 +59,12 @@ SETS = {
                   "pixel_size_angstrom": 2.8},
     "trpv1_64_100k": {"model": f"{SHARED}/structures/3j5p_trpv1.pdb", "box_size": 64, "pixel_size_angstrom": 3.5,
                       "num_particles": 100_000},
+    # every effect of real data at once (recon/synthesis.py); the oracle reads the polarity from the data too
+    "trpv1_64_realistic": {"model": f"{SHARED}/structures/3j5p_trpv1.pdb", "box_size": 64, "pixel_size_angstrom": 3.5,
+                           "noise_exponent": 1.5, "micrographs": 200, "noise_variation": 0.25,
+                           "envelope_bfactor_min_angstrom2": 50.0, "envelope_bfactor_max_angstrom2": 150.0,
+                           "amplitude_spread": 0.2, "junk_fraction": 0.15, "preferred_view_fraction": 0.3,
+                           "dark_particles": True},
     "ribosome_64_1k": {"map": f"{SHARED}/maps/clean70SRibosome_vol_65p.mrc", "map_pixel": 5.0, "box_size": 64,
                        "num_particles": 1000},
 }
@@ -88,11 +103,12 @@ def simulate(name: str, folder: str) -> str:
 
 
 def oracle_fsc(star: str, truth: np.ndarray, pixel: float) -> float:
-    from recon import backprojection, metrics
+    from recon import backprojection, metrics, polarity
     from recon.data import open_dataset
     from recon.io import metadata
 
     dataset = open_dataset(metadata.read_particles(star))
+    polarity.follow(dataset)[0]  # dark stacks read white, as the plain command reads them
     known = backprojection.reconstruct_known_poses(dataset, snr=COMMON["snr"] * dataset.box_size)
     return float(metrics.evaluate_maps(known, truth, pixel, do_align=False)[0]["fsc_0.5_angstrom"])
 
@@ -103,6 +119,13 @@ def plain_run(star: str, workdir: str) -> float:
     subprocess.run([sys.executable, "-m", "recon.reconstruct", "--particles", star, "--workdir", workdir, "--quiet",
                     f"--config.stop.max_minutes={FLAGS.max_minutes}"], cwd=REPO, check=True)
     return time.time() - start
+
+
+def run_log_events(workdir: str) -> list[str]:
+    """The run's run.log without its per-iteration progress lines: settings, levels, sampling decisions, the final
+    pass and the stop, with their times."""
+    with open(os.path.join(workdir, "run.log")) as f:
+        return [line.rstrip("\n") for line in f if line.strip() and not re.match(r"\[[\d:]+\] it +\d", line)]
 
 
 def score(name: str) -> dict:
@@ -123,7 +146,8 @@ def score(name: str) -> dict:
     return {"set": name, "particles": {**COMMON, **SETS[name]}["num_particles"], "box": int(truth.shape[0]),
             "pixel_angstrom": pixel,
             "oracle_fsc_0.5_angstrom": oracle, "fsc_0.5_angstrom": points[-1]["fsc_0.5_angstrom"],
-            "seconds": metrics[-1]["seconds"] if metrics else None, "iterations": len(metrics),
+            "seconds": metrics[-1]["seconds"] if metrics else None,
+            "iterations": max((r.get("iteration", 0) for r in metrics), default=0), "log": run_log_events(workdir),
             "seconds_to_1.2x_oracle": min(within) if within else None, "points": points,
             "settings": {"particle_radius_angstrom": config["particle_radius_angstrom"],
                          "max_shift_angstrom": config["quadrature"]["max_shift_angstrom"],
@@ -144,17 +168,22 @@ def main(argv):
            "command": "python -m recon.reconstruct --particles P --workdir W "
                       f"--config.stop.max_minutes={FLAGS.max_minutes}", "rows": []}
     if os.path.exists(FLAGS.out):
-        out["rows"] = [r for r in json.load(open(FLAGS.out))["rows"] if r["set"] not in FLAGS.sets]
+        out["rows"] = [r for r in json.load(open(FLAGS.out))["rows"]
+                       if FLAGS.logs_only or r["set"] not in FLAGS.sets]
+    if FLAGS.logs_only:
+        for row in out["rows"]:
+            if row["set"] in FLAGS.sets or not FLAGS["sets"].present:
+                row["log"] = run_log_events(os.path.join(FLAGS.run_root, row["set"]))
+        atomic.write_text(FLAGS.out, json.dumps(out, indent=1))
+        return
     for name in FLAGS.sets:
         out["rows"].append(score(name))
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-        with open(FLAGS.out + ".tmp", "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(FLAGS.out + ".tmp", FLAGS.out)
+        atomic.write_text(FLAGS.out, json.dumps(out, indent=1))
         row = out["rows"][-1]
         print(f"{name}: FSC 0.5 {row['fsc_0.5_angstrom']:.1f} A (oracle {row['oracle_fsc_0.5_angstrom']:.1f} A) "
               f"after {row['seconds'] / 60:.1f} min; 1.2x oracle at {row['seconds_to_1.2x_oracle']} s", flush=True)
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

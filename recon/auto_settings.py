@@ -168,7 +168,11 @@ def prepare(config, dataset: ParticleDataset) -> tuple[object, list[str]]:
     if config.particle_radius_angstrom:
         dataset.particle_radius_angstrom = float(config.particle_radius_angstrom)
     if config.get("polarity", "as_given") == "auto":  # within the resolved radius
-        lines.append(polarity.follow(dataset))
+        line, inverted = polarity.follow(dataset)
+        lines.append(line)
+        with config.unlocked():  # the decision, recorded: config.json says what the run used
+            config.invert_contrast = bool(config.invert_contrast) != inverted
+            config.polarity = "as_given"
     elif config.get("polarity", "as_given") != "as_given":
         raise InputError(f"--config.polarity={config.polarity!r}: expected auto or as_given")
     dataset.noise_sigma = estimate_noise_sigma(dataset)

@@ -72,7 +72,8 @@ def _run(kind: str, config, dataset: ParticleDataset, workdir: str, quiet: bool,
     size, pixel = dataset.box_size, dataset.pixel_size_angstrom
     epochs = config.baselines.epochs_per_level * len(plan.resolutions)
     final = os.path.join(workdir, "final.mrc")
-    if done >= epochs and os.path.exists(final):
+    out_of_time = config.stop.max_minutes and seconds_before >= 60 * config.stop.max_minutes
+    if os.path.exists(final) and (done >= epochs or out_of_time):  # finished, or stopped at this time limit
         progress.line(f"{workdir} holds a finished run; final.mrc is there")
         progress.close()
         return {"final_map": final, "elapsed_seconds": seconds_before, "epochs": done}

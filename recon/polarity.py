@@ -36,15 +36,20 @@ def image_scores(images: np.ndarray, ctf: CTFParams, pixel_size_angstrom: float,
     """Per-image polarity scores ``(n,)`` of images ``(n, D, D)`` with their CTFs (fields ``(n,)``)."""
     size = images.shape[-1]
     freqs = conventions.image_frequency_grid(size, pixel_size_angstrom)
-    per_image = CTFParams(*(np.asarray(f, np.float64)[:, None, None] for f in ctf))
-    flip = np.sign(ctf_value(freqs, per_image))
     cutoff = 1.0 / max(lowpass_angstrom, 2.5 * pixel_size_angstrom)
     gauss = np.exp(-0.5 * np.sum(freqs**2, -1) / cutoff**2)
-    filtered = conventions.centred_ifft2(conventions.centred_fft2(images.astype(np.float64)) * flip * gauss).real
     outside = background_mask(size, radius_pixels)
     inside = ~background_mask(size, 0.8 * radius_pixels)
-    background = filtered[:, outside]
-    return (filtered[:, inside].mean(1) - background.mean(1)) / (background.std(1) + 1e-12)
+    scores = []
+    for start in range(0, len(images), 50):  # in chunks: bounded memory at large boxes
+        part = slice(start, start + 50)
+        per_image = CTFParams(*(np.asarray(f, np.float64)[part, None, None] for f in ctf))
+        flip = np.sign(ctf_value(freqs, per_image))
+        filtered = conventions.centred_ifft2(conventions.centred_fft2(images[part].astype(np.float64)) * flip
+                                             * gauss).real
+        background = filtered[:, outside]
+        scores.append((filtered[:, inside].mean(1) - background.mean(1)) / (background.std(1) + 1e-12))
+    return np.concatenate(scores)
 
 
 def detect(dataset: ParticleDataset, max_images: int = MAX_IMAGES, seed: int = 0) -> Polarity:
@@ -58,15 +63,15 @@ def detect(dataset: ParticleDataset, max_images: int = MAX_IMAGES, seed: int = 0
     return Polarity(verdict, t, len(chosen))
 
 
-def follow(dataset: ParticleDataset) -> str:
+def follow(dataset: ParticleDataset) -> tuple[str, bool]:
     """``polarity = "auto"``: detect, and invert ``dataset`` in place if its particles read dark. Returns the line
-    for run.log."""
+    for run.log and whether it inverted."""
     found = detect(dataset)
     if found.verdict == "dark":
         dataset.sign = -dataset.sign
         return (f"warning: the particles read dark on a light background (t = {found.t:.1f} over {found.images} "
                 "phase-flipped, low-passed images); inverted to white. --config.polarity=as_given keeps them as the "
-                "file gives them (with --config.invert_contrast to force either sign)")
+                "file gives them (with --config.invert_contrast to force either sign)"), True
     what = {"white": "white on a dark background, as expected",
             "undetermined": "undetermined (kept as the file gives them)"}[found.verdict]
-    return f"polarity: particles {what} (t = {found.t:.1f} over {found.images} phase-flipped, low-passed images)"
+    return f"polarity: particles {what} (t = {found.t:.1f} over {found.images} phase-flipped, low-passed images)", False

@@ -37,7 +37,9 @@ def _path(value: str) -> str | None:
     """A config path as given (absolute or relative to the working folder), else relative to the repository."""
     if not value:
         return None
-    return value if os.path.isabs(value) or os.path.exists(value) else os.path.join(REPO, value)
+    if os.path.isabs(value) or os.path.exists(value) or not os.path.exists(os.path.join(REPO, value)):
+        return value
+    return os.path.join(REPO, value)
 
 
 def _load_volume(c):
@@ -57,6 +59,9 @@ def _load_volume(c):
                   f"({half_box:.0f} A); its ends will wrap around")
         return density.model_to_density(structure, c.box_size, c.pixel_size_angstrom), c.pixel_size_angstrom
     volume, header_pixel = mrc.read_map(volume_path)
+    if c.pixel_size_angstrom < 0:
+        raise InputError(f"--config.pixel_size_angstrom must be positive (or 0: the map header's), got "
+                         f"{c.pixel_size_angstrom}")
     pixel = c.pixel_size_angstrom or header_pixel
     if not pixel or pixel <= 0:
         raise InputError(f"{volume_path}: the header has no pixel size; give --config.pixel_size_angstrom")

@@ -180,14 +180,27 @@ def make_optax(config):
 # Progress.
 
 
+def open_appending(path: str):
+    """``path`` opened to append lines; a last line cut off by a kill is ended first, so the next line stands on its
+    own (readers skip the partial one)."""
+    if os.path.exists(path) and os.path.getsize(path):
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) != b"\n"
+        if cut:
+            with open(path, "a") as f:
+                f.write("\n")
+    return open(path, "a")
+
+
 class Progress:
     """Progress lines (terminal and run.log) and metrics.jsonl; silent and file-less when ``writer`` is False (the
     processes other than the first of a multi-host run)."""
 
     def __init__(self, workdir: str, quiet: bool = False, writer: bool = True):
         self.writer = writer
-        self.log_file = open(os.path.join(workdir, "run.log"), "a") if writer else None
-        self.metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if writer else None
+        self.log_file = open_appending(os.path.join(workdir, "run.log")) if writer else None
+        self.metrics_file = open_appending(os.path.join(workdir, "metrics.jsonl")) if writer else None
         self.quiet = quiet or not writer
 
     def line(self, text: str):
@@ -254,7 +267,7 @@ class RunState:
     draw_buffers: dict = dataclasses.field(default_factory=dict)  # factor -> draws (s0 ESS) a visit may make
     level_sampled: dict = dataclasses.field(default_factory=dict)  # str(level) -> "trial", "sampled", "exhaustive"
     shift_disks: dict = dataclasses.field(default_factory=dict)  # str(level) -> shift disk radius (A), if widened
-    exhaustive_seconds: float = 0.0  # seconds per particle and pose of the latest exhaustive minibatches
+    exhaustive_seconds: float = 0.0  # seconds per particle, pose and frequency of the latest exhaustive minibatches
     stopped_at_minutes: float = 0.0  # the stop.max_minutes the run stopped at (0: it did not stop for time)
 
     def tree(self):
@@ -631,6 +644,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         prior_fn = jit(lambda v: (priors.energy(v, config.prior.kind, strength) / n_batches,
                                   step_lib.prior_gradient_share(v, config.prior.kind, strength, n_batches)))
         points_per_particle = rule.size
+        work_per_particle = rule.size * len(grid.freqs)  # an exhaustive sum's cost: poses x frequencies
         # The objective per particle of an empty map (V = 0) in this band: half the images' band energy (unit noise).
         # A sane map scores within a few times of it; far above, the optimiser has diverged.
         empty_objective = 0.5 * band_power(divergence_images, pixel, 1.0 / plan.resolutions[level])[0]
@@ -671,7 +685,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                               "of them)")
         return compile_level(level) if host.level_sampled[str(level)] != "exhaustive" else lv
 
-    level_points = {}  # poses per particle of each level's quadrature, as priced for the final pass
+    level_points = {}  # poses x frequencies of each level: an exhaustive pass's cost per particle, up to a rate
 
     def final_pass_plan(level):
         """The final pose pass at ``level`` (the compiled one): its rows (padded minibatches), predicted seconds,
@@ -683,7 +697,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             return [], 0.0, True, level
         rows = list(plan.batches) + ([padded_indices(plan.heldout, lv.eval_multiple)] if len(plan.heldout) else [])
         sampled_level = samples_visit(level, np.array([-1]), iteration)
-        summed_cost = host.exhaustive_seconds * lv.points_per_particle if sampled_level else 0.0
+        summed_cost = host.exhaustive_seconds * lv.work_per_particle if sampled_level else 0.0
 
         def seconds(some):
             sampled = [samples_visit(level, r, iteration) for r in some]
@@ -696,17 +710,20 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             return rows, predicted, True, level
         rows = [r for r in rows if np.any(host.best_level[r[r >= 0]] < 0)]
         predicted = seconds(rows)
-        # Seconds per particle and pose: the exhaustive sums' where timed, else the recent steps' per pose.
-        per_point = host.exhaustive_seconds or final_pass_seconds(recent, 1, 0, 0.0) / lv.points_per_particle
-        if full_final_pass(config, predicted) or not per_point:
+        # Seconds per particle, pose and frequency: the exhaustive sums' where timed, else the recent steps'.
+        per_work = host.exhaustive_seconds or final_pass_seconds(recent, 1, 0, 0.0) / lv.work_per_particle
+        if full_final_pass(config, predicted) or not per_work or not rows:
             return rows, predicted, False, level
         for lv_index in range(level + 1):
             if lv_index not in level_points:
-                level_points[lv_index] = level_quadrature(plan, lv_index, host.shift_disks.get(str(lv_index))).size
+                rule = level_quadrature(plan, lv_index, host.shift_disks.get(str(lv_index)))
+                freqs, _ = likelihood.half_plane_frequencies(dataset.box_size, pixel / plan.resolutions[lv_index])
+                level_points[lv_index] = rule.size * len(freqs)
         budget = FINAL_PASS_SHARE * 60 * config.stop.max_minutes
         count = sum(int(np.sum(r >= 0)) for r in rows)
-        coarse = assignment_level(count, per_point, [level_points[i] for i in range(level + 1)], budget)
-        return rows, count * per_point * level_points[coarse], False, coarse
+        coarse = assignment_level(count, per_work, [level_points[i] for i in range(level + 1)], budget)
+        # Even the coarsest pass may not fit: training keeps at most the share for it, and the pass runs over.
+        return rows, min(count * per_work * level_points[coarse], budget), False, coarse
 
     def widen_shift_disk(level):
         """Before a level: the shift disk widened (never narrowed) to 3.5 sigma of the particles' offsets, sigma
@@ -723,10 +740,10 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                               f"of {sigma:.1f} A on {len(rows)} particles; it was {previous:.1f} A)")
         host.shift_disks[str(level)] = round(float(disk), 2)
 
-    def judge_trial(level, times, points):
+    def judge_trial(level, times, work):
         """A level on trial samples on if its median minibatch time beats the exhaustive sum's, predicted from the
-        latest exhaustive minibatches' seconds per particle and pose (that cost grows in proportion to the poses)."""
-        sampled, predicted = float(np.median(times)), host.exhaustive_seconds * points * batch_size
+        latest exhaustive minibatches' seconds per particle, pose and frequency (``work``: poses x frequencies)."""
+        sampled, predicted = float(np.median(times)), host.exhaustive_seconds * work * batch_size
         keep = process_zero_says(sampled < predicted)  # every process of a multi-host run takes process 0's choice
         host.level_sampled[str(level)] = "sampled" if keep else "exhaustive"
         progress.line(f"level {level + 1}: {'importance sampling' if keep else 'every pose summed'} "
@@ -821,14 +838,13 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         host.best_level[indices[real]] = level
         record_visit(host, indices, new_factors, iteration)
         seconds = time.time() - t0
-        if adapt_slots and not fresh:
-            if not sampled_now:  # the median of the last 10 (a line search lengthens some)
-                exhaustive_rates = (exhaustive_rates + [seconds / (int(real.sum()) * lv.points_per_particle)])[-10:]
-                host.exhaustive_seconds = float(np.median(exhaustive_rates))
-            elif host.level_sampled.get(str(level)) == "trial":
-                trial_times.append(seconds)
-                if len(trial_times) >= TRIAL_STEPS:
-                    judge_trial(level, trial_times, lv.points_per_particle)
+        if not fresh and not sampled_now:  # the median of the last 10 (a line search lengthens some)
+            exhaustive_rates = (exhaustive_rates + [seconds / (int(real.sum()) * lv.work_per_particle)])[-10:]
+            host.exhaustive_seconds = float(np.median(exhaustive_rates))
+        elif adapt_slots and not fresh and host.level_sampled.get(str(level)) == "trial":
+            trial_times.append(seconds)
+            if len(trial_times) >= TRIAL_STEPS:
+                judge_trial(level, trial_times, lv.work_per_particle)
         if not fresh:  # the first step after a compile includes compiling
             recent = (recent + [(seconds, int(real.sum()))])[-20:]
         fresh = False
@@ -914,9 +930,12 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             if level != compiled_level:  # e.g. resumed just before the end: build this level's evaluator
                 lv, compiled_level = compile_level(level), level
             rows, _, full, assign = final_pass_plan(level)
-            if not full:
+            if not full and not rows:
+                progress.line(f"final pose pass skipped: a full pass would take over {FINAL_PASS_SHARE:.0%} of the "
+                              "time limit, and every particle has its most probable pose from its last visit")
+            elif not full:
                 at = (f" at level {assign + 1} ({plan.resolutions[assign]:.1f} A, the finest whose exhaustive pass "
-                      "fits)" if assign != level else "")
+                      "fits the share, or the coarsest)" if assign != level else "")
                 progress.line(f"final pose pass over {sum(int(np.sum(r >= 0)) for r in rows)} particles never "
                               f"visited only{at}: a full pass would take over {FINAL_PASS_SHARE:.0%} of the time "
                               "limit; the others keep their most probable pose at their last visit")

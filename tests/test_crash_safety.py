@@ -152,3 +152,13 @@ def test_unwritable_work_folder_gets_one_line(small_dataset, tmp_path):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and "a_file" in lines[0], result.stderr
     assert blocker.read_text() == "not a folder"
+
+
+def test_a_line_cut_off_by_a_kill_does_not_swallow_the_next_record(tmp_path):
+    """metrics.jsonl ends mid-record (a kill during a write): the next run's first record is on its own line and is
+    read back; the cut one is skipped."""
+    (tmp_path / "metrics.jsonl").write_text('{"iteration": 1}\n{"itera')
+    progress = training.Progress(str(tmp_path), quiet=True)
+    progress.metrics({"iteration": 2})
+    progress.close()
+    assert [r["iteration"] for r in report.read_metrics(str(tmp_path))] == [1, 2]

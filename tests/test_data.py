@@ -133,10 +133,10 @@ def test_polarity_is_read_from_the_data(noisy):
     assert found.verdict == "white" and found.images == 300, found
     dark = open_dataset(meta, particle_radius_angstrom=9 * 4.0, invert_contrast=True, estimate_noise=False)
     assert polarity.detect(dark).verdict == "dark"
-    line = polarity.follow(dark)
-    assert line.startswith("warning: the particles read dark") and "--config.polarity=as_given" in line
+    line, inverted = polarity.follow(dark)
+    assert inverted and line.startswith("warning: the particles read dark") and "--config.polarity=as_given" in line
     np.testing.assert_array_equal(dark.raw_images([0, 1]), white.raw_images([0, 1]))
-    assert polarity.follow(white).startswith("polarity: particles white")
+    assert polarity.follow(white)[0].startswith("polarity: particles white")
     noise = np.random.default_rng(5).normal(size=(300, 24, 24))
     scores = polarity.image_scores(noise, meta.ctf, 4.0, 9.0)
     t = scores.mean() / (scores.std(ddof=1) / np.sqrt(len(scores)))
@@ -154,9 +154,10 @@ def test_the_plain_command_inverts_dark_particles_and_as_given_keeps_them(noisy)
     dataset = open_dataset(meta, invert_contrast=True, estimate_noise=False)
     config = default.get_config()
     config.invert_contrast = True
-    _, notes = auto_settings.prepare(config, dataset)
+    resolved, notes = auto_settings.prepare(config, dataset)
     assert any(n.startswith("warning: the particles read dark") for n in notes), notes
     assert np.all(dataset.sign == 1.0)
+    assert resolved.invert_contrast is False and resolved.polarity == "as_given"  # recorded as used
     dataset = open_dataset(meta, invert_contrast=True, estimate_noise=False)
     config = default.get_config()
     config.polarity = "as_given"

@@ -49,11 +49,13 @@ IGNORED_COLUMNS = frozenset(f"rln{label}" for label in """
     MagMat01 MagMat10 MagMat11 CtfIceRingDensity ParticleSelectZScore ImageSizeX ImageSizeY ImageSizeZ MicrographId
     TomoName""".split())
 
-# Per-particle results of a previous refinement, which the poses recon writes replace: not carried into its files.
+# Not carried into the files recon writes: a previous refinement's per-particle results (the poses recon writes
+# replace them), 3D origins, and optics-level corrections a RELION 3.0 file keeps per particle.
 NOT_CARRIED = frozenset(f"rln{label}" for label in """
     LogLikeliContribution MaxValueProbDistribution NrOfSignificantSamples NormCorrection AngleRotPrior AngleTiltPrior
     AnglePsiPrior AnglePsiFlipRatio AnglePsiFlip OriginXPrior OriginYPrior OriginXPriorAngst OriginYPriorAngst
-    ImageDimensionality OpticsGroupName""".split())
+    ImageDimensionality OpticsGroupName OriginZ OriginZAngst BeamTiltX BeamTiltY BeamTiltClass MagMat00 MagMat01
+    MagMat10 MagMat11 ImageSizeX ImageSizeY ImageSizeZ OddZernike EvenZernike""".split())
 
 
 def _read_blocks(path) -> dict:
