@@ -14,7 +14,7 @@ import time
 
 from absl import flags
 
-from recon import backprojection, cli, density, lock, metrics, synthesis, training
+from recon import backprojection, cli, compile_stats, density, lock, metrics, synthesis, training
 from recon.configs import demo as demo_config
 from recon.data import open_dataset
 from recon.errors import user_errors_exit
@@ -34,6 +34,7 @@ BOX_SIZE, PIXEL_SIZE_ANGSTROM, SNR = 64, 5.6, 0.05
 def main(argv):
     del argv
     workdir = os.path.abspath(FLAGS.workdir)
+    compile_stats.use_persistent_cache(compile_stats.default_cache_folder())
     with lock.hold(workdir):  # one demo per folder: its data and log are rewritten (recon/lock.py)
         demo(workdir)
 

@@ -14,7 +14,7 @@ import os
 
 from absl import flags
 
-from recon import auto_settings, baselines, cli, gold_standard, training
+from recon import auto_settings, baselines, cli, compile_stats, gold_standard, training
 from recon.data import open_dataset
 from recon.errors import InputError, user_errors_exit
 from recon.io import metadata
@@ -32,6 +32,8 @@ flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initia
 flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0's coordinator.")
 flags.DEFINE_integer("num_processes", None, "With --distributed: the number of processes.")
 flags.DEFINE_integer("process_id", None, "With --distributed: this process's id, 0 .. num_processes - 1.")
+flags.DEFINE_string("compilation_cache", None, "Folder of JAX's persistent compilation cache, so that a second run "
+                    "compiles nothing (default: $JAX_COMPILATION_CACHE_DIR, else ~/.cache/recon/jax); '' for none.")
 cli.define_config("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py"),
                   "Reconstruction config (ml_collections); without it, settings derived from the data.")
 
@@ -42,6 +44,8 @@ def main(argv):
     if not FLAGS.particles or not FLAGS.workdir:
         raise InputError("--particles and --workdir are required")
     config = FLAGS.config
+    compile_stats.use_persistent_cache(compile_stats.default_cache_folder() if FLAGS.compilation_cache is None
+                                       else FLAGS.compilation_cache)
     if FLAGS.distributed:
         import jax
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from recon import checkpoint, conventions, initial, likelihood, lock, priors, projection, quadrature, sagd, sampling
-from recon import report, schedules, symmetry, synthesis, views
+from recon import compile_stats, report, schedules, symmetry, synthesis, views
 from recon import step as step_lib
 from recon.ctf import CTFParams
 from recon.data import ParticleDataset
@@ -471,6 +471,7 @@ def device_mesh(config):
 
 
 def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) -> dict:
+    compile_stats.start()
     n_devices = 1 if mesh is None else mesh.size
     writer = jax.process_index() == 0  # under jax.distributed every process computes, the first one writes
     ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -899,6 +900,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                               f"{100 * accuracy[0]:.3f} % = {accuracy[3]:.2f} nats (bias {100 * accuracy[1]:+.3f} % "
                               f"= {accuracy[4]:+.2f} nats) over {accuracy[2]} estimates of {len(plan.probe)} "
                               f"particles; slots {host.draw_slots}")
+        record.update(compile_stats.snapshot())  # this process's, cumulative
         progress.metrics(record)
         remaining = max(0, min(config.stop.max_iterations, levels * per_level + config.stop.final_level_iterations)
                         - iteration)

@@ -403,3 +403,19 @@ def test_gold_standard_halves_keep_the_passes_per_level(dataset_dir):
     config.schedule.passes_per_level = 0.0
     _, half = gold_standard.part_configs(config, dataset)
     assert half.schedule.iterations_per_level == config.schedule.iterations_per_level
+
+
+def test_a_second_run_reuses_the_persistent_compilation_cache(dataset_dir, tmp_path):
+    """metrics.jsonl counts the compilations and their seconds; a second run of the same shapes with the same
+    --compilation_cache folder reads its programs from the cache (hits) and spends at most half the time compiling
+    (the many small programs that compile in under 0.1 s are compiled again; they are not cached)."""
+    cache = tmp_path / "cache"
+    counts = []
+    for name in ("first", "second"):
+        run_reconstruct(dataset_dir / "particles.star", tmp_path / name,
+                        extra=[f"--compilation_cache={cache}", "--config.stop.max_iterations=12"])
+        last = json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[-1])
+        counts.append(last)
+    assert counts[0]["compilations"] >= 5 and counts[0]["compile_seconds"] > 0 and counts[0]["cache_hits"] == 0
+    assert counts[1]["cache_hits"] >= 5, counts[1]
+    assert counts[1]["compile_seconds"] <= 0.5 * counts[0]["compile_seconds"], counts
