@@ -42,6 +42,8 @@ def with_figure(c, name: str, title: str, kind: str, runs: list, **extra):
 def run(label: str, method: str = "sagd", *overrides: dict) -> dict:
     """A ``figure.runs`` entry: its label, method (``sagd``, ``projection_matching``, ``em``) and config overrides
     (``{"key.path": value}``), merged from the override groups given."""
+    if method not in ("sagd", "projection_matching", "em"):
+        raise ValueError(f"figure run {label!r}: method {method!r} is not sagd, projection_matching or em")
     merged = {}
     for group in overrides:
         merged.update(group)
