@@ -29,8 +29,7 @@ REAL = ["tests/data/particles/cryodrgn_relion31/relion31.star",
 def score(star: str, invert: bool) -> dict:
     dataset = open_dataset(metadata.read_particles(star), invert_contrast=invert, estimate_noise=False)
     pixel = dataset.pixel_size_angstrom
-    images = auto_settings.lowpass(auto_settings.sample_images(dataset, 0), pixel, max(20.0, 4.0 * pixel))
-    radius = min(max(auto_settings.estimate_radius_pixels(images), 0.15 * dataset.box_size), 0.45 * dataset.box_size)
+    radius = auto_settings.particle_radius_pixels(dataset, 0)
     dataset.particle_radius_angstrom = float(radius * pixel)
     found = polarity.detect(dataset)
     return {"file": star, "inverted": invert, "particles": len(dataset), "radius_angstrom": round(radius * pixel, 1),

@@ -10,15 +10,11 @@ Expected: FSC 0.5 against the truth of 30 A or better within 20 min. Numbers: ex
           experiments/results/engine_curve_cpu.json.
 """
 
-from recon.configs import paper
+from recon.configs import demo, paper
 
 
 def get_config():
-    c = paper.get_config()
-    c.particle_radius_angstrom = 120.0  # GroEL-GroES reaches 115 A from its centre
-    c.quadrature.max_shift_angstrom = 25.0
-    c.remat = False  # the 64^3 problem fits in memory: skip the recomputation
-    c.schedule.start_resolution_angstrom = 40.0
+    c = demo.groel_64(paper.get_config())
     c.schedule.target_resolution_angstrom = 25.0
     c.schedule.iterations_per_level = 80
     c.stop.max_minutes = 20.0
