@@ -65,6 +65,14 @@ SETS = {
                            "envelope_bfactor_min_angstrom2": 50.0, "envelope_bfactor_max_angstrom2": 150.0,
                            "amplitude_spread": 0.2, "junk_fraction": 0.15, "preferred_view_fraction": 0.3,
                            "dark_particles": True},
+    # each effect of the realistic set alone, for its cost against trpv1_64 (white noise, no effect)
+    **{f"trpv1_64_only_{effect}": {"model": f"{SHARED}/structures/3j5p_trpv1.pdb", "box_size": 64,
+                                   "pixel_size_angstrom": 3.5, **keys}
+       for effect, keys in {"noise": {"noise_exponent": 1.5, "micrographs": 200, "noise_variation": 0.25},
+                            "envelope": {"envelope_bfactor_min_angstrom2": 50.0,
+                                         "envelope_bfactor_max_angstrom2": 150.0},
+                            "amplitude": {"amplitude_spread": 0.2}, "junk": {"junk_fraction": 0.15},
+                            "views": {"preferred_view_fraction": 0.3}, "dark": {"dark_particles": True}}.items()},
     "ribosome_64_1k": {"map": f"{SHARED}/maps/clean70SRibosome_vol_65p.mrc", "map_pixel": 5.0, "box_size": 64,
                        "num_particles": 1000},
 }

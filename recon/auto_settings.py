@@ -57,14 +57,19 @@ def radial_profile(image: np.ndarray) -> np.ndarray:
 
 def estimate_radius_pixels(images: np.ndarray, fraction: float = 0.05) -> float:
     """The particle radius (pixels) from low-passed images ``(k, D, D)``: the radius beyond which the pixel variance
-    across images stays within ``fraction`` of its peak excess over the background (the corners of the box)."""
+    across images stays within ``fraction`` of its peak excess over the background (the corners of the box).
+
+    The variance is taken about the mean image, not about each image's corner mean: noise is stationary, so its
+    variance is the same at every pixel whatever its spectrum, whereas subtracting a per-image corner mean leaves
+    low-frequency (coloured) noise less variable near the corners than at the centre, an excess that reads as
+    particle out to the box's edge."""
     size = images.shape[-1]
     c = np.arange(size) - size // 2
     r = np.hypot(c[:, None], c[None, :])
     corners = r >= 0.5 * size
-    centred = images - images[:, corners].mean(axis=1)[:, None, None]
-    profile = radial_profile(np.mean(centred**2, axis=0))
-    background = float(np.median(np.mean(centred**2, axis=0)[corners]))
+    variance = np.var(images.astype(np.float64), axis=0)
+    profile = radial_profile(variance)
+    background = float(np.median(variance[corners]))
     excess = profile[: size // 2] - background
     above = np.nonzero(excess > fraction * excess.max())[0]
     return float(above.max() + 1) if len(above) else 0.4 * size
