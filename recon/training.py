@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from recon import checkpoint, conventions, initial, likelihood, lock, priors, projection, quadrature, sagd, sampling
-from recon import compile_stats, report, schedules, symmetry, synthesis, views
+from recon import checkpoint, conventions, initial, likelihood, lock, noise, priors, projection, quadrature, sagd
+from recon import compile_stats, sampling, report, schedules, symmetry, synthesis, views
 from recon import step as step_lib
 from recon.ctf import CTFParams
 from recon.data import ParticleDataset
@@ -122,9 +122,22 @@ def band_power(images: np.ndarray, pixel_size_angstrom: float, max_freq_per_angs
     return float(np.mean(np.sum(np.abs(ft[:, band]) ** 2, axis=-1))) / size**2, int(band.sum())
 
 
+def band_noise_power(dataset: ParticleDataset, max_freq_per_angstrom: float) -> float:
+    """The noise's share of :func:`band_power` for the normalised images of ``dataset``: 1 per frequency of the
+    disk for white noise of unit variance (Parseval), the measured relative spectrum summed over the disk where
+    the dataset has one (coloured noise: often several times that at the lowest frequencies)."""
+    size = dataset.box_size
+    freqs = conventions.image_frequency_grid(size, dataset.pixel_size_angstrom)
+    band = np.linalg.norm(freqs, axis=-1) <= max_freq_per_angstrom
+    if dataset.noise_power is None:
+        return float(band.sum())
+    cycles = conventions.image_frequency_grid(size)[band]
+    return float(np.sum(noise.at_frequencies(dataset.noise_power, cycles, size)))
+
+
 def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.ndarray, float]:
     """Random spheres inside the particle radius (symmetrised under the plan's point group), scaled so that their projections carry the data's signal power
-    within the first level's band (the data's power there minus that of the unit white noise): matching the power
+    within the first level's band (the data's power there minus the noise's, :func:`band_noise_power`): matching the power
     over the whole image would overweight the start on data whose signal lies mostly at high frequency, locking
     the poses onto the random spheres.
     Returns the volume and the typical density inside the support (for the prior strengths)."""
@@ -140,7 +153,7 @@ def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.nda
     sample = rng.choice(plan.train, size=min(256, len(plan.train)), replace=False)
     band = 1.0 / float(plan.resolutions[0])
     data_power, band_pixels = band_power(dataset.images(np.sort(sample)), pixel, band)
-    signal_power = data_power - band_pixels  # white noise of unit variance: 1 per frequency (Parseval)
+    signal_power = data_power - band_noise_power(dataset, band)
     if not signal_power > 0.01 * band_pixels:
         signal_power = 0.05 * band_pixels  # below detection: assume the paper's typical SNR in the band
     vft = projection.prepare_volume_ft(jnp.asarray(unit))
