@@ -136,6 +136,24 @@ def run_log_events(workdir: str) -> list[str]:
         return [line.rstrip("\n") for line in f if line.strip() and not re.match(r"\[[\d:]+\] it +\d", line)]
 
 
+def junk_calls(star: str, workdir: str) -> dict | None:
+    """Where the set marks its junk (rlnClassNumber 2, recon.simulate) and the run called junk (poses.star): the
+    share of the junk called (recall) and of the good particles called junk."""
+    from recon.io import metadata
+    from recon.io import star as star_io
+
+    poses_path = os.path.join(workdir, "poses.star")
+    truth = (metadata.read_particles(star).extra_columns or {}).get("rlnClassNumber")
+    if truth is None or not os.path.exists(poses_path):
+        return None
+    called = (metadata.read_particles(poses_path).extra_columns or {})
+    if star_io.JUNK_SCORE_COLUMN not in called:
+        return None
+    bad, flagged = np.asarray(truth) == 2, np.asarray(called["rlnClassNumber"]) == 2
+    return {"junk_particles": int(bad.sum()), "recall": float(flagged[bad].mean()) if bad.any() else None,
+            "good_flagged": float(flagged[~bad].mean())}
+
+
 def score(name: str) -> dict:
     from recon import report
     from recon.io import mrc
@@ -162,6 +180,7 @@ def score(name: str) -> dict:
                          "target_resolution_angstrom": config["schedule"]["target_resolution_angstrom"],
                          "iterations_per_level": config["schedule"]["iterations_per_level"],
                          "batch_size": config["batch_size"], "kernel": config["likelihood_kernel"]},
+            "junk": junk_calls(star, workdir),
             "fraction_evaluated_last": next((r["fraction_evaluated"] for r in reversed(metrics)
                                              if r.get("sampled")), None),
             "probe_log_p": [{k: r.get(k) for k in ("iteration", "resolution_angstrom", "probe_log_p_relative_error",

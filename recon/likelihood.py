@@ -152,8 +152,9 @@ def slices_at(volume_ft, matrices, freqs, kernel: str, oversampling: int = 2):
 
 class ParticleResult(NamedTuple):
     """Per particle: log_marginal (), marginal posteriors over directions (n_dir,), in-plane angles (n_psi,) and
-    shifts (n_t,), the most probable (direction, angle, shift) indices (3,), and the posterior-expected squared
-    residual (real-space units, over the frequencies used)."""
+    shifts (n_t,), the most probable (direction, angle, shift) indices (3,), the posterior-expected squared
+    residual (real-space units, over the frequencies used), and log_empty ``()``: ``log p(I | V = 0)`` in the same
+    units as log_marginal (the image as noise alone; filled by the batch functions)."""
 
     log_marginal: jnp.ndarray
     post_dir: jnp.ndarray
@@ -161,6 +162,7 @@ class ParticleResult(NamedTuple):
     post_shift: jnp.ndarray
     best: jnp.ndarray
     expected_residual: jnp.ndarray
+    log_empty: jnp.ndarray = None
 
 
 def shift_phases(grid: LikelihoodGrid, pixel_size_angstrom: float, inplane_matrices=None, shifts_angstrom=None):
@@ -189,6 +191,12 @@ def log_likelihood_table(features: ParticleFeatures, slices_cat, slice_power, ph
     quad = jnp.einsum("cpk,kd->cpd", features.ctf**2 * w, slice_power)
     total = features.data_norm[:, None, None, None] - 2.0 * cross + quad[:, :, None, :]
     return -total / (2.0 * size**2)
+
+
+def empty_log_likelihood(features: ParticleFeatures, size: int):
+    """``log p(I | V = 0)`` of the particles of ``features``: the table's value with no projection (every pose
+    alike, so the quadrature's weights, which sum to 1, leave it as it is)."""
+    return -features.data_norm / (2.0 * size**2)
 
 
 def reduce_table(table, grid: LikelihoodGrid) -> ParticleResult:
@@ -287,7 +295,8 @@ def batch_log_marginals(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pi
         imgs, chunk_ctf = args
         feats = chunk_features(imgs, chunk_ctf, grid, pixel_size_angstrom, kernel, oversampling)
         table = log_likelihood_table(feats, slices_cat, slice_power, phases, grid, size)
-        return jax.vmap(reduce_table, in_axes=(0, None))(table, grid)
+        return jax.vmap(reduce_table, in_axes=(0, None))(table, grid)._replace(
+            log_empty=empty_log_likelihood(feats, size))
 
     split = lambda x: x.reshape(n // chunk_size, chunk_size, *x.shape[1:])  # noqa: E731
     results = jax.lax.map(jax.checkpoint(chunk) if remat else chunk, (split(images), CTFParams(*(split(f) for f in ctf))))
@@ -374,7 +383,7 @@ class SampledResult(NamedTuple):
     """Per particle: log_marginal ``()`` (the IS estimate of log p(I | V)); log posterior marginals (unnormalised,
     prior weight included, NEG in unused slots) of the evaluated directions ``(K_R,)``, angles ``(K_p,)`` and
     shifts ``(K_t,)``; best ``(3,)`` quadrature indices (direction, in-plane, shift) of the most probable evaluated
-    pose; expected_residual ``()`` (Eq. 18, self-normalised)."""
+    pose; expected_residual ``()`` (Eq. 18, self-normalised); log_empty ``()`` as in :class:`ParticleResult`."""
 
     log_marginal: jnp.ndarray
     log_phi_direction: jnp.ndarray
@@ -382,6 +391,7 @@ class SampledResult(NamedTuple):
     log_phi_shift: jnp.ndarray
     best: jnp.ndarray
     expected_residual: jnp.ndarray
+    log_empty: jnp.ndarray = None
 
 
 def sampled_table(features: ParticleFeatures, slices, phases, grid: LikelihoodGrid, size: int):
@@ -442,7 +452,7 @@ def sampled_log_marginals(volume, images, ctf: CTFParams, samples: SampleSet, gr
         feats = particle_features(image, particle_ctf, grid, pixel_size_angstrom, rotations, kernel, oversampling)
         phases = shift_phases(grid, pixel_size_angstrom, rotations, grid.shifts_angstrom[particle_samples.shift])
         table = sampled_table(feats, slices, phases, grid, size)
-        return reduce_sampled(table, particle_samples, grid)
+        return reduce_sampled(table, particle_samples, grid)._replace(log_empty=empty_log_likelihood(feats, size))
 
     def chunk(args):
         imgs, chunk_ctf, chunk_samples = args

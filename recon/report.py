@@ -266,6 +266,22 @@ def _views_section(workdir: str, symmetry_name: str = "C1") -> str:
             f"(1 = uniform).</p>{note}<img src='{_png(fig)}'>")
 
 
+def _junk_summary(workdir: str) -> dict:
+    """The summary's junk row where poses.star holds the noise class's calls (recon/junk.py), else nothing."""
+    from recon.io import metadata, star
+
+    path = os.path.join(workdir, "poses.star")
+    if not os.path.exists(path):
+        return {}
+    extra = metadata.read_particles(path).extra_columns or {}
+    if star.JUNK_SCORE_COLUMN not in extra or "rlnClassNumber" not in extra:
+        return {}
+    flagged = np.asarray(extra["rlnClassNumber"]) == 2
+    return {"junk (noise alone explains them better than the map)":
+            f"{int(flagged.sum())} of {len(flagged)} particles ({100 * flagged.mean():.1f} %), rlnClassNumber 2 in "
+            "poses.star"}
+
+
 def write_report(workdir: str, reference: str | None = None) -> str:
     """Write ``workdir/report.html`` (atomically) and return its path: of the final map, or, for a run still going
     or stopped before its end, of its newest snapshot (``maps/iter_*.mrc``)."""
@@ -303,6 +319,7 @@ def write_report(workdir: str, reference: str | None = None) -> str:
         "final resolution level": f"{steps[-1]['resolution_angstrom']:.1f} Å" if steps else "?",
         "held-out RREMSE (last)": f"{held[-1]:.4f}" if held else "not evaluated",
         **{k: f"{v:.2f} Å" for k, v in numbers.items()},
+        **_junk_summary(workdir),
     }
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
     body = {

@@ -21,18 +21,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from recon import likelihood, priors, sagd
+from recon import junk, likelihood, priors, sagd
 from recon.ctf import CTFParams
 
 
 class Batch(NamedTuple):
     """A padded minibatch: images ``(B, D, D)`` (normalised), ctf fields ``(B,)``, mask ``(B,)`` (1 real, 0 pad),
-    batch_index ``()`` (which SAGD slot)."""
+    batch_index ``()`` (which SAGD slot), junk_logit ``(B,)`` (the noise class's prior log-odds, recon/junk.py;
+    read only by step functions built with ``junk_class``)."""
 
     images: jnp.ndarray
     ctf: CTFParams
     mask: jnp.ndarray
     batch_index: jnp.ndarray
+    junk_logit: jnp.ndarray = None
 
 
 class Controls(NamedTuple):
@@ -97,7 +99,8 @@ def place_batch(batch: Batch, mesh, samples=None):
         return batch, samples
     split, replicated = particle_sharding(mesh)
     batch = Batch(_put(batch.images, split), jax.tree_util.tree_map(lambda a: _put(a, split), batch.ctf),
-                  _put(batch.mask, split), _put(batch.batch_index, replicated))
+                  _put(batch.mask, split), _put(batch.batch_index, replicated),
+                  None if batch.junk_logit is None else _put(batch.junk_logit, split))
     if samples is not None:
         samples = jax.tree_util.tree_map(lambda a: _put(a, split), samples)
     return batch, samples
@@ -124,8 +127,12 @@ def replicated_jit(mesh):
 def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior_strength: float,
                         num_batches: int, chunk_size: int = 25, optimizer: str = "sagd", optax_transform=None,
                         remat: bool = True, kernel: str = likelihood.SLICE_KERNEL,
-                        sampled_chunk_size: int = 25, oversampling: int = 2, mesh=None) -> StepFunctions:
+                        sampled_chunk_size: int = 25, oversampling: int = 2, mesh=None,
+                        junk_class: bool = False) -> StepFunctions:
     """Pure functions for one resolution level (jit each once).
+
+    ``junk_class``: the data objective is the mixture of the map and noise alone (recon/junk.py) with each
+    particle's prior log-odds ``batch.junk_logit``; without it, the map alone (``junk_logit`` unread).
 
     ``mesh`` (:func:`make_mesh`): data parallelism. The likelihood functions run under ``shard_map``, each device
     on its share of the minibatch's particles (``chunk_size`` counts the particles of one device), the map
@@ -146,7 +153,10 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
             result = log_marginals(volume, batch.images, batch.ctf)
         else:
             result = sampled_log_marginals(volume, batch.images, batch.ctf, samples)
-        return -jnp.sum(batch.mask * result.log_marginal), result
+        log_p = result.log_marginal
+        if junk_class:
+            log_p = junk.mixture_log_marginal(log_p, result.log_empty, batch.junk_logit)
+        return -jnp.sum(batch.mask * log_p), result
 
     def prior_share(volume):
         return priors.energy(volume, prior_kind, prior_strength) / num_batches
@@ -160,7 +170,10 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
         from jax.sharding import PartitionSpec
 
         split, rep = PartitionSpec(PARTICLES), PartitionSpec()
-        batch_spec = Batch(images=split, ctf=split, mask=split, batch_index=rep)
+
+        def batch_spec(batch):
+            return Batch(images=split, ctf=split, mask=split, batch_index=rep,
+                         junk_logit=None if batch.junk_logit is None else split)
 
         def gather(result):  # per-particle outputs of every device, in minibatch order, on every device
             return jax.tree_util.tree_map(lambda a: jax.lax.all_gather(a, PARTICLES, tiled=True), result)
@@ -170,14 +183,14 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
                 (value, result), grad = local_gradient(v, b, s)
                 return (jax.lax.psum(value, PARTICLES), gather(result)), jax.lax.psum(grad, PARTICLES)
 
-            return jax.shard_map(local, mesh=mesh, check_vma=False, in_specs=(rep, batch_spec, split),
+            return jax.shard_map(local, mesh=mesh, check_vma=False, in_specs=(rep, batch_spec(batch), split),
                                  out_specs=((rep, rep), rep))(volume, batch, samples)
 
         def data_value(volume, batch: Batch, samples=None):
             def local(v, b, s):
                 return jax.lax.psum(data_objective(v, b, s)[0], PARTICLES)
 
-            return jax.shard_map(local, mesh=mesh, check_vma=False, in_specs=(rep, batch_spec, split),
+            return jax.shard_map(local, mesh=mesh, check_vma=False, in_specs=(rep, batch_spec(batch), split),
                                  out_specs=rep)(volume, batch, samples)
 
         def split_evaluation(fn):

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from recon import checkpoint, conventions, initial, likelihood, lock, noise, priors, projection, quadrature, sagd
-from recon import compile_stats, sampling, report, schedules, symmetry, synthesis, views
+from recon import compile_stats, junk, sampling, report, schedules, symmetry, synthesis, views
 from recon import step as step_lib
 from recon.ctf import CTFParams
 from recon.data import ParticleDataset
@@ -96,15 +96,18 @@ def batch_order(seed: int, epoch: int, num_batches: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_batches)
 
 
-def make_batch(dataset: ParticleDataset, indices: np.ndarray, slot: int) -> step_lib.Batch:
-    """A padded minibatch (entries ``-1`` become zero images with mask 0 and a copy of a real CTF)."""
+def make_batch(dataset: ParticleDataset, indices: np.ndarray, slot: int, junk_share: float = 0.0) -> step_lib.Batch:
+    """A padded minibatch (entries ``-1`` become zero images with mask 0 and a copy of a real CTF); every particle
+    with the noise class's prior log-odds for the share ``junk_share`` (recon/junk.py; 0: none)."""
     real = indices >= 0
     safe = np.where(real, indices, indices[real][0])
     images = dataset.images(safe)
     images[~real] = 0.0
     ctf = dataset.meta.ctf.take(safe)
     return step_lib.Batch(images=jnp.asarray(images), ctf=CTFParams(*(jnp.asarray(f, jnp.float32) for f in ctf)),
-                          mask=jnp.asarray(real, jnp.float32), batch_index=jnp.asarray(slot, jnp.int32))
+                          mask=jnp.asarray(real, jnp.float32), batch_index=jnp.asarray(slot, jnp.int32),
+                          junk_logit=jnp.full(len(indices), junk.logit(junk_share) if junk_share else -1e4,
+                                              jnp.float32))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -282,9 +285,13 @@ class RunState:
     shift_disks: dict = dataclasses.field(default_factory=dict)  # str(level) -> shift disk radius (A), if widened
     exhaustive_seconds: float = 0.0  # seconds per particle, pose and frequency of the latest exhaustive minibatches
     stopped_at_minutes: float = 0.0  # the stop.max_minutes the run stopped at (0: it did not stop for time)
+    # (N,) float32 log p(I | V) - log p(I | 0) at the particle's latest visit with the noise class on (NaN: none)
+    junk_score: np.ndarray | None = None
+    junk_share: float = 0.0  # the noise class's share (recon/junk.py); 0 until the class joins
 
     def tree(self):
-        return {"best_pose": self.best_pose, "best_level": self.best_level, "sampler": self.sampler}
+        return {"best_pose": self.best_pose, "best_level": self.best_level, "sampler": self.sampler,
+                "junk_score": self.junk_score}
 
 
 def padded_indices(indices: np.ndarray, multiple: int) -> np.ndarray:
@@ -311,7 +318,7 @@ def sampler_capacities(config) -> dict:
 
 
 META_KEYS = ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done", "draw_slots", "draw_buffers",
-             "level_sampled", "exhaustive_seconds", "shift_disks", "stopped_at_minutes")
+             "level_sampled", "exhaustive_seconds", "shift_disks", "stopped_at_minutes", "junk_share")
 SAMPLER_STREAM = 7  # fold_in constant of the sampler's keys (the initial map uses 0)
 TRIAL_STEPS = 4  # sampled minibatches timed (after the compiling one) against the exhaustive sum's cost
 
@@ -332,6 +339,30 @@ def scatter_factors(state: sampling.SamplerState, rows: np.ndarray, new, real: n
     for f, factor in zip(sampling.FACTORS, new):
         for target, value in zip(getattr(state, f), factor):
             target[rows[real]] = np.asarray(value)[real]
+
+
+JUNK_MODELS = ("off", "noise_class")
+
+
+def junk_start_level(config, levels: int) -> int | None:
+    """The first level whose objective has the noise class (recon/junk.py): ``junk.start_level_fraction`` of the
+    way through the levels, once the map explains the particles (from a random start it explains none, and the
+    class would take them all); None when ``junk.model`` is off."""
+    model = config.get("junk", {}).get("model", "off")
+    if model not in JUNK_MODELS:
+        raise InputError(f"--config.junk.model={model!r}: expected one of {', '.join(JUNK_MODELS)}")
+    if model == "off":
+        return None
+    return int(math.floor(config.junk.start_level_fraction * (levels - 1)))
+
+
+def record_junk_scores(host, rows: np.ndarray, result) -> None:
+    """The particles ``rows`` (padded with -1): their log Bayes factor map / noise alone from ``result`` (a step's
+    or an evaluation's per-particle results), and the noise class's share updated from every latest score."""
+    real = rows >= 0
+    score = np.asarray(result.log_marginal) - np.asarray(result.log_empty)
+    host.junk_score[rows[real]] = score[real]
+    host.junk_share = junk.updated_share(host.junk_score, host.junk_share or junk.INITIAL_SHARE)
 
 
 def record_visit(host, rows: np.ndarray, new_factors, at_iteration: int) -> None:
@@ -527,7 +558,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     host = RunState(best_pose=np.full((len(dataset), 3), -1, np.int32), best_level=np.full(len(dataset), -1, np.int32),
                     sampler=sampling.init_state(len(dataset), sampler_capacities(config)),
                     draw_slots=sampler_capacities(config),
-                    draw_buffers={f: 4 * k for f, k in sampler_capacities(config).items()})
+                    draw_buffers={f: 4 * k for f, k in sampler_capacities(config).items()},
+                    junk_score=np.full(len(dataset), np.nan, np.float32))
     adapt_slots = bool(config.sampling.adapt_slots)
     use_sampling = bool(config.sampling.enabled)
 
@@ -538,6 +570,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             opt_state = jax.tree_util.tree_map(jnp.asarray, opt_state)
             host.best_pose, host.best_level = trees["best_pose"], trees["best_level"]
             host.sampler = jax.tree_util.tree_map(np.array, trees["sampler"])
+            host.junk_score = np.array(trees["junk_score"])
             for key in META_KEYS:
                 setattr(host, key, meta.get(key, getattr(host, key)))
             progress.line(f"resumed from iteration {int(opt_state.iteration)} ({workdir}/checkpoints)")
@@ -585,6 +618,11 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                 and host.level_sampled.get(str(level)) != "exhaustive"
                 and bool(np.all(host.sampler.last_visit[rows[rows >= 0]] >= 0)))
 
+    junk_from = junk_start_level(config, levels)
+
+    def junk_on(level):
+        return junk_from is not None and level >= junk_from
+
     def compile_level(level):
         """The jitted functions of one level (compiled on first use) and its grid and sampler."""
         rule = level_quadrature(plan, level, host.shift_disks.get(str(level)))
@@ -598,7 +636,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         fns = step_lib.make_step_functions(grid, pixel, config.prior.kind, strength, n_batches, chunk,
                                            config.optimizer.kind, transform, config.remat,
                                            config.likelihood_kernel, s_chunk, config.likelihood_oversampling,
-                                           mesh)
+                                           mesh, junk_class=junk_on(level))
         gradient_fn = jit(fns.gradient)
         objective_fn = jit(fns.objective)
         gradient_sampled_fn = jit(fns.gradient_sampled)
@@ -619,6 +657,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             safe_rows = np.where(real_rows, rows, rows[real_rows][0])
             b, _ = step_lib.place_batch(make_batch(dataset, rows, 0), mesh)
             old = gather_factors(host.sampler, safe_rows)
+            scored = junk_on(level)
             if samples_visit(level, rows, at_iteration):
                 samples, _ = propose_fn(old, jnp.asarray(host.sampler.last_visit[safe_rows]),
                                         at_iteration, jnp.asarray(safe_rows, jnp.int32), stream)
@@ -628,6 +667,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                 res = evaluate(volume, b.images, b.ctf)
                 new, _ = record_exhaustive_fn(res, old)
             record_visit(host, rows, new, at_iteration)
+            if scored:
+                record_junk_scores(host, rows, res)
             return np.asarray(res.best)[real_rows], np.asarray(res.expected_residual)[real_rows]
 
         def probe_accuracy(at_iteration, volume):
@@ -796,7 +837,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         slot = int(batch_order(config.seed, epoch, n_batches)[position])
         indices = plan.batches[slot]
         t0 = time.time()
-        batch = make_batch(dataset, indices, slot)
+        share = (host.junk_share or junk.INITIAL_SHARE) if junk_on(level) else 0.0
+        batch = make_batch(dataset, indices, slot, share)
         volume = opt_state.volume
         real = indices >= 0
         safe = np.where(real, indices, indices[real][0])
@@ -851,6 +893,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         host.best_pose[indices[real]] = out_best[real]
         host.best_level[indices[real]] = level
         record_visit(host, indices, new_factors, iteration)
+        if junk_on(level):
+            record_junk_scores(host, indices, result)
         seconds = time.time() - t0
         if not fresh and not sampled_now:  # the median of the last 10 (a line search lengthens some)
             exhaustive_rates = (exhaustive_rates + [seconds / (int(real.sum()) * lv.work_per_particle)])[-10:]
@@ -875,6 +919,9 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         if (device_peak := device_peak_mb()) is not None:
             record["device_peak_mb"] = device_peak
         record.update(sampling_record(sample_stats, lv.level_sampler.sizes, real, kl))
+        if junk_on(level):
+            record["junk_share"] = host.junk_share
+            record["junk_flagged"] = float(np.mean(junk.flagged(host.junk_score, host.junk_share)))
         if sampled_now and adapt_slots:
             window = (window + [{f: tuple(np.asarray(sample_stats[f"{f}_{k}"])[real] for k in
                                           ("wanted", "count", "num_draws")) for f in sampling.FACTORS}])[-10:]
@@ -965,7 +1012,9 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         if writer:
             mrc.write_map(os.path.join(workdir, "final.mrc"), output_map(opt_state.volume), pixel)
             angles = write_poses(os.path.join(workdir, "poses.star"), dataset, plan, host,
-                                 config.output.get("names_relative_to"))
+                                 config.output.get("names_relative_to"), junk_from is not None)
+            if junk_from is not None:
+                progress.line(junk_line(host))
             coverage = views.coverage_line(angles[host.best_level >= 0], plan.symmetry_matrices)
             if coverage:
                 progress.line(coverage)
@@ -996,11 +1045,22 @@ def image_names_relative(meta, path: str, relative_to: str | None = None) -> np.
     return np.array([f"{j + 1:06d}@{s}" for j, s in zip(meta.image_indices, names)], dtype=object)
 
 
+def junk_line(host: RunState) -> str:
+    """run.log's account of the noise class at the end."""
+    scored = np.isfinite(host.junk_score)
+    flagged = junk.flagged(host.junk_score, host.junk_share)
+    return (f"junk: {int(flagged.sum())} of {int(scored.sum())} scored particles ({100 * flagged.mean():.1f} % of "
+            f"all) explained better by noise alone than by the map (share {100 * host.junk_share:.1f} %); "
+            f"poses.star: rlnClassNumber 2 and their score in {star.JUNK_SCORE_COLUMN} (log Bayes factor map / "
+            "noise, NaN: never scored)")
+
+
 def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState,
-                relative_to: str | None = None) -> np.ndarray:
+                relative_to: str | None = None, junk_columns: bool = False) -> np.ndarray:
     """RELION 3.1 STAR with each particle's most probable pose and shift at its last evaluation, its CTF and the
-    particle file's other columns; image names relative to ``relative_to`` (default: the file's folder). Returns
-    the angles written ``(N, 3)``."""
+    particle file's other columns; image names relative to ``relative_to`` (default: the file's folder). With
+    ``junk_columns``, ``rlnClassNumber`` (1 particle, 2 junk: recon/junk.py, replacing any input classes) and the
+    junk score. Returns the angles written ``(N, 3)``."""
     meta = dataset.meta
     n = len(meta)
     angles = np.zeros((n, 3))
@@ -1020,7 +1080,11 @@ def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState,
     out = dataclasses.replace(meta, angles_degrees=angles, origins_angstrom=origins,
                               box_size=np.full(n, dataset.box_size),
                               pixel_size_angstrom=np.full(n, dataset.pixel_size_angstrom))
-    star.write_star(path, out, image_names=image_names_relative(meta, path, relative_to))
+    extra = None
+    if junk_columns:
+        extra = {"rlnClassNumber": np.where(junk.flagged(host.junk_score, host.junk_share), 2, 1),
+                 star.JUNK_SCORE_COLUMN: host.junk_score.astype(np.float64)}
+    star.write_star(path, out, image_names=image_names_relative(meta, path, relative_to), extra_columns=extra)
     return angles
 
 

@@ -92,6 +92,10 @@ def get_config():
     c.init = ml_collections.ConfigDict()
     c.init.num_spheres = 40
 
+    c.junk = ml_collections.ConfigDict()
+    c.junk.model = "off"  # or "noise_class": each image may also be noise alone; junk down-weighted (recon/junk.py)
+    c.junk.start_level_fraction = 0.5  # the class joins this far through the levels (once the map explains particles)
+
     c.stop = ml_collections.ConfigDict()
     c.stop.max_iterations = 5000
     c.stop.max_minutes = 0.0  # 0: no limit
