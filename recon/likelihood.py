@@ -466,6 +466,28 @@ def sampled_log_marginals(volume, images, ctf: CTFParams, samples: SampleSet, gr
     return SampledResult(*(r.reshape(n, *r.shape[2:]) for r in results))
 
 
+def batch_pose_fit(volume, images, ctf: CTFParams, poses, grid: LikelihoodGrid, pixel_size_angstrom: float,
+                   kernel: str = SLICE_KERNEL, oversampling: int = 2):
+    """Each image's fit to the map at one pose ``poses (B, 3)`` (direction, in-plane, shift indices of ``grid``):
+    ``(cross, quad)`` ``(B,)`` each, ``Re sum_k w_k conj(I(R_p k)) C(R_p k) S_t(R_p k) P_d(k) / D^2`` and
+    ``sum_k w_k C(R_p k)^2 |P_d(k)|^2 / D^2``, so that the pose's log-likelihood with the projection scaled by
+    ``a`` is ``-(|I|^2 - 2 a cross + a^2 quad) / 2`` (:func:`log_likelihood_table`'s terms)."""
+    size = images.shape[-1]
+    volume_ft = projection.prepare_volume_ft(volume, oversampling, kernel)
+    slices = slices_at(volume_ft, grid.direction_matrices[poses[:, 0]], grid.freqs, kernel, oversampling)
+
+    def one(image, particle_ctf, pose, slice_):
+        rotation = grid.inplane_matrices[pose[1]][None]
+        feats = particle_features(image, particle_ctf, grid, pixel_size_angstrom, rotation, kernel, oversampling)
+        phase = shift_phases(grid, pixel_size_angstrom, rotation, grid.shifts_angstrom[pose[2]][None])[0, 0]
+        w = grid.freq_weights
+        cross = jnp.sum(jnp.real(jnp.conj(feats.data[0]) * feats.ctf[0] * w * phase * slice_))
+        quad = jnp.sum(feats.ctf[0] ** 2 * w * (slice_.real**2 + slice_.imag**2))
+        return cross / size**2, quad / size**2
+
+    return jax.vmap(one)(images, ctf, poses, slices)
+
+
 def sampled_chunk_size(batch_size: int, capacities: tuple, num_freqs: int, max_elements: int = 12_000_000) -> int:
     """Largest divisor of ``batch_size`` whose chunk's largest arrays hold at most ``max_elements`` floats: per
     particle the ``(K_p K_t, 2 N_k)`` data-times-phase matrix, the ``(K_R, N_k)`` complex slices and the

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from recon import checkpoint, conventions, initial, likelihood, lock, noise, priors, projection, quadrature, sagd
-from recon import compile_stats, junk, sampling, report, schedules, symmetry, synthesis, views
+from recon import amplitude, checkpoint, conventions, initial, likelihood, lock, noise, priors, projection
+from recon import compile_stats, junk, quadrature, sagd, sampling, report, schedules, symmetry, synthesis, views
 from recon import step as step_lib
 from recon.ctf import CTFParams
 from recon.data import ParticleDataset
@@ -96,14 +96,18 @@ def batch_order(seed: int, epoch: int, num_batches: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_batches)
 
 
-def make_batch(dataset: ParticleDataset, indices: np.ndarray, slot: int, junk_share: float = 0.0) -> step_lib.Batch:
+def make_batch(dataset: ParticleDataset, indices: np.ndarray, slot: int, junk_share: float = 0.0,
+               amplitude: np.ndarray | None = None) -> step_lib.Batch:
     """A padded minibatch (entries ``-1`` become zero images with mask 0 and a copy of a real CTF); every particle
-    with the noise class's prior log-odds for the share ``junk_share`` (recon/junk.py; 0: none)."""
+    with the noise class's prior log-odds for the share ``junk_share`` (recon/junk.py; 0: none) and its CTF scaled
+    by its amplitude scale (``amplitude (N,)``, NaN: not estimated, 1; recon/amplitude.py)."""
     real = indices >= 0
     safe = np.where(real, indices, indices[real][0])
     images = dataset.images(safe)
     images[~real] = 0.0
     ctf = dataset.meta.ctf.take(safe)
+    if amplitude is not None:
+        ctf = ctf._replace(scale=ctf.scale * scales_of(amplitude, safe))
     return step_lib.Batch(images=jnp.asarray(images), ctf=CTFParams(*(jnp.asarray(f, jnp.float32) for f in ctf)),
                           mask=jnp.asarray(real, jnp.float32), batch_index=jnp.asarray(slot, jnp.int32),
                           junk_logit=jnp.full(len(indices), junk.logit(junk_share) if junk_share else -1e4,
@@ -288,10 +292,11 @@ class RunState:
     # (N,) float32 log p(I | V) - log p(I | 0) at the particle's latest visit with the noise class on (NaN: none)
     junk_score: np.ndarray | None = None
     junk_share: float = 0.0  # the noise class's share (recon/junk.py); 0 until the class joins
+    amplitude: np.ndarray | None = None  # (N,) float32 amplitude scale (recon/amplitude.py), NaN: not estimated
 
     def tree(self):
         return {"best_pose": self.best_pose, "best_level": self.best_level, "sampler": self.sampler,
-                "junk_score": self.junk_score}
+                "junk_score": self.junk_score, "amplitude": self.amplitude}
 
 
 def padded_indices(indices: np.ndarray, multiple: int) -> np.ndarray:
@@ -342,6 +347,31 @@ def scatter_factors(state: sampling.SamplerState, rows: np.ndarray, new, real: n
 
 
 JUNK_MODELS = ("off", "noise_class")
+
+
+def scales_of(amplitude: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The amplitude scales of particles ``rows`` (1 where not estimated)."""
+    a = amplitude[rows]
+    return np.where(np.isfinite(a), a, 1.0)
+
+
+def amplitude_start_level(config, levels: int) -> int | None:
+    """The first level at which particles' amplitude scales are estimated (recon/amplitude.py); None when off."""
+    model = config.get("amplitude", {}).get("model", "off")
+    if model not in amplitude.MODELS:
+        raise InputError(f"--config.amplitude.model={model!r}: expected one of {', '.join(amplitude.MODELS)}")
+    if model == "off":
+        return None
+    return int(math.floor(config.amplitude.start_level_fraction * (levels - 1)))
+
+
+def record_amplitudes(host, rows: np.ndarray, used: np.ndarray, fit, prior_sd: float) -> None:
+    """New amplitude scales of the particles ``rows`` (padded with -1) from their pose fit ``(cross, quad)``,
+    computed with the scales ``used`` (so the fit's terms are divided back to scale 1)."""
+    real = rows >= 0
+    cross, quad = (np.asarray(f, np.float64)[real] for f in fit)
+    a = used[real]
+    host.amplitude[rows[real]] = amplitude.map_scale(cross / a, quad / a**2, prior_sd)
 
 
 def junk_start_level(config, levels: int) -> int | None:
@@ -559,7 +589,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                     sampler=sampling.init_state(len(dataset), sampler_capacities(config)),
                     draw_slots=sampler_capacities(config),
                     draw_buffers={f: 4 * k for f, k in sampler_capacities(config).items()},
-                    junk_score=np.full(len(dataset), np.nan, np.float32))
+                    junk_score=np.full(len(dataset), np.nan, np.float32),
+                    amplitude=np.full(len(dataset), np.nan, np.float32))
     adapt_slots = bool(config.sampling.adapt_slots)
     use_sampling = bool(config.sampling.enabled)
 
@@ -571,6 +602,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             host.best_pose, host.best_level = trees["best_pose"], trees["best_level"]
             host.sampler = jax.tree_util.tree_map(np.array, trees["sampler"])
             host.junk_score = np.array(trees["junk_score"])
+            host.amplitude = np.array(trees["amplitude"])
             for key in META_KEYS:
                 setattr(host, key, meta.get(key, getattr(host, key)))
             progress.line(f"resumed from iteration {int(opt_state.iteration)} ({workdir}/checkpoints)")
@@ -619,6 +651,13 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                 and bool(np.all(host.sampler.last_visit[rows[rows >= 0]] >= 0)))
 
     junk_from = junk_start_level(config, levels)
+    amplitude_from = amplitude_start_level(config, levels)
+
+    def amplitude_on(level):
+        return amplitude_from is not None and level >= amplitude_from
+
+    def batch_of(rows, slot=0, share=0.0):
+        return make_batch(dataset, rows, slot, share, host.amplitude if amplitude_from is not None else None)
 
     def junk_on(level):
         return junk_from is not None and level >= junk_from
@@ -648,6 +687,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             f, lv, particle_keys(config.seed, stream, it, idx)), static_argnums=4)
         record_sampled_fn = jit(level_sampler.record_sampled)
         record_exhaustive_fn = jit(level_sampler.record_exhaustive)
+        pose_fit_fn = jit(lambda v, images, ctf, poses: likelihood.batch_pose_fit(
+            v, images, ctf, poses, grid, pixel, config.likelihood_kernel, config.likelihood_oversampling))
         eval_multiple = math.lcm(chunk, s_chunk) * n_devices
 
         def evaluate_rows(rows, at_iteration, stream, volume):
@@ -655,7 +696,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             states; returns (best (n, 3), expected_residual (n,)) for the real rows."""
             real_rows = rows >= 0
             safe_rows = np.where(real_rows, rows, rows[real_rows][0])
-            b, _ = step_lib.place_batch(make_batch(dataset, rows, 0), mesh)
+            b, _ = step_lib.place_batch(batch_of(rows), mesh)
             old = gather_factors(host.sampler, safe_rows)
             scored = junk_on(level)
             if samples_visit(level, rows, at_iteration):
@@ -669,6 +710,10 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             record_visit(host, rows, new, at_iteration)
             if scored:
                 record_junk_scores(host, rows, res)
+            if amplitude_on(level):
+                used = scales_of(host.amplitude, safe_rows)
+                record_amplitudes(host, rows, used, pose_fit_fn(volume, b.images, b.ctf, res.best),
+                                  config.amplitude.prior_sd)
             return np.asarray(res.best)[real_rows], np.asarray(res.expected_residual)[real_rows]
 
         def probe_accuracy(at_iteration, volume):
@@ -679,7 +724,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             if not len(probe) or np.any(host.sampler.last_visit[probe] < 0):
                 return None
             rows = padded_indices(probe, math.lcm(chunk, n_devices))
-            b, _ = step_lib.place_batch(make_batch(dataset, rows, 0), mesh)
+            b, _ = step_lib.place_batch(batch_of(rows), mesh)
             exact = np.asarray(evaluate(volume, b.images, b.ctf).log_marginal)[:len(probe)]
             multiple = s_chunk * n_devices  # the sampled evaluation splits rows over devices, then into chunks
             total = multiple * math.ceil(8 * len(probe) / multiple)
@@ -687,7 +732,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             key_ids = rows + len(dataset) * (np.arange(total) // len(probe))  # a fresh draw for every repeat
             samples, _ = propose_fn(gather_factors(host.sampler, rows), jnp.asarray(host.sampler.last_visit[rows]),
                                     at_iteration, jnp.asarray(key_ids, jnp.int32), 3)
-            b, samples = step_lib.place_batch(make_batch(dataset, rows, 0), mesh, samples)
+            b, samples = step_lib.place_batch(batch_of(rows), mesh, samples)
             estimate = np.asarray(evaluate_sampled(volume, b.images, b.ctf, samples).log_marginal)
             error = estimate - exact[np.arange(total) % len(probe)]
             scale = float(np.mean(np.abs(exact)))
@@ -838,7 +883,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         indices = plan.batches[slot]
         t0 = time.time()
         share = (host.junk_share or junk.INITIAL_SHARE) if junk_on(level) else 0.0
-        batch = make_batch(dataset, indices, slot, share)
+        batch = batch_of(indices, slot, share)
         volume = opt_state.volume
         real = indices >= 0
         safe = np.where(real, indices, indices[real][0])
@@ -857,6 +902,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             (data_value, result), data_grad = lv.gradient_fn(volume, batch)
             new_factors, kl = lv.record_exhaustive_fn(result, old_factors)
             batch_objective = lambda v: lv.objective_fn(v, batch)  # noqa: E731
+        # the amplitude scales' pose fit with the map of this step (the update donates it)
+        fit = lv.pose_fit_fn(volume, batch.images, batch.ctf, result.best) if amplitude_on(level) else None
         if symmetric:  # the gradient of the full-sphere objective at a symmetric map (recon/symmetry.py)
             data_grad = lv.symmetrise_fn(data_grad)
         prior_value, prior_grad = lv.prior_fn(volume)
@@ -895,6 +942,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         record_visit(host, indices, new_factors, iteration)
         if junk_on(level):
             record_junk_scores(host, indices, result)
+        if fit is not None:
+            record_amplitudes(host, indices, scales_of(host.amplitude, safe), fit, config.amplitude.prior_sd)
         seconds = time.time() - t0
         if not fresh and not sampled_now:  # the median of the last 10 (a line search lengthens some)
             exhaustive_rates = (exhaustive_rates + [seconds / (int(real.sum()) * lv.work_per_particle)])[-10:]
@@ -1012,9 +1061,12 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         if writer:
             mrc.write_map(os.path.join(workdir, "final.mrc"), output_map(opt_state.volume), pixel)
             angles = write_poses(os.path.join(workdir, "poses.star"), dataset, plan, host,
-                                 config.output.get("names_relative_to"), junk_from is not None)
+                                 config.output.get("names_relative_to"), junk_from is not None,
+                                 amplitude_from is not None)
             if junk_from is not None:
                 progress.line(junk_line(host))
+            if amplitude_from is not None:
+                progress.line(amplitude.summary_line(host.amplitude, np.isfinite(host.amplitude)))
             coverage = views.coverage_line(angles[host.best_level >= 0], plan.symmetry_matrices)
             if coverage:
                 progress.line(coverage)
@@ -1056,11 +1108,13 @@ def junk_line(host: RunState) -> str:
 
 
 def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState,
-                relative_to: str | None = None, junk_columns: bool = False) -> np.ndarray:
+                relative_to: str | None = None, junk_columns: bool = False,
+                amplitude_column: bool = False) -> np.ndarray:
     """RELION 3.1 STAR with each particle's most probable pose and shift at its last evaluation, its CTF and the
     particle file's other columns; image names relative to ``relative_to`` (default: the file's folder). With
     ``junk_columns``, ``rlnClassNumber`` (1 particle, 2 junk: recon/junk.py, replacing any input classes) and the
-    junk score. Returns the angles written ``(N, 3)``."""
+    junk score; with ``amplitude_column``, each particle's amplitude scale (1 where never estimated). Returns the
+    angles written ``(N, 3)``."""
     meta = dataset.meta
     n = len(meta)
     angles = np.zeros((n, 3))
@@ -1080,10 +1134,12 @@ def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState,
     out = dataclasses.replace(meta, angles_degrees=angles, origins_angstrom=origins,
                               box_size=np.full(n, dataset.box_size),
                               pixel_size_angstrom=np.full(n, dataset.pixel_size_angstrom))
-    extra = None
+    extra = {}
     if junk_columns:
         extra = {"rlnClassNumber": np.where(junk.flagged(host.junk_score, host.junk_share), 2, 1),
                  star.JUNK_SCORE_COLUMN: host.junk_score.astype(np.float64)}
+    if amplitude_column:
+        extra[star.AMPLITUDE_COLUMN] = scales_of(host.amplitude, np.arange(n)).astype(np.float64)
     star.write_star(path, out, image_names=image_names_relative(meta, path, relative_to), extra_columns=extra)
     return angles
 

@@ -88,46 +88,52 @@ def test_the_gradient_is_each_images_gradient_times_its_map_responsibility(probl
     np.testing.assert_array_equal(np.asarray(g_off), np.asarray(g_none))
 
 
-def test_a_run_flags_the_empty_picks_of_a_simulated_set(tmp_path):
+def test_a_run_flags_the_empty_picks_and_scales_the_amplitudes_of_a_simulated_set(tmp_path):
     """300 particles at SNR 1 with 30 % junk (half empty picks, half off-model blobs of the particle's power,
-    recon.synthesis; rlnClassNumber 2 in the simulated file): with the noise class on from the second of three
-    levels, poses.star marks junk rlnClassNumber 2 with its log Bayes factor. At this SNR a projection carries
-    |CP|^2 / 2 ~ 250 nats over noise alone (sd ~ |CP| ~ 22 nats), so a particle scores about +250 and an empty pick
-    about -250: every empty pick flagged, no particle. The blobs, Gaussians like this test's map, are explained by
-    its projections as well as particles are: the noise class is not asked to catch them. Empty picks are told
-    apart by their pixel variance (noise alone: sigma^2; a particle or blob at SNR 1: about twice that)."""
+    recon.synthesis; rlnClassNumber 2 in the simulated file) and amplitudes 1 + 0.3 N(0, 1): with the noise class
+    and the amplitude scale on from the second of three levels, poses.star marks junk rlnClassNumber 2 with its
+    log Bayes factor. At this SNR a projection carries |CP|^2 / 2 ~ 250 nats over noise alone (sd ~ |CP| ~ 22
+    nats), so a particle scores about +250 and an empty pick about minus that (at the scale's floor of 0.5, a
+    quarter of it): every empty pick flagged, and no particle of amplitude above 0.6 (a particle of amplitude a
+    scores ~(a / 2 - 1 / 8) |CP|^2 at the floor: near 0 below ~0.3). The blobs, Gaussians like this test's map, are explained
+    by its projections as well as particles are: the noise class is not asked to catch them. The amplitude scales
+    (error ~1 / |CP| ~ 0.03 at the right pose, recon/amplitude.py) follow the true amplitudes: correlation > 0.8
+    over the particles."""
     import os
     import subprocess
     import sys
 
     from recon import synthesis
-    from recon.data import open_dataset
-    from recon.io import metadata, star
+    from recon.io import star
     from tests.conftest import REPO, blob_volume
     from tests.test_reconstruct import OVERRIDES
 
     vol, _ = blob_volume(24, seed=21, n_blobs=10, spread=0.17, sigma_range=(0.07, 0.1))
-    _, sigma = synthesis.simulate_dataset(vol.astype(np.float32), 6.0, synthesis.SimulationSpec(
-        num_particles=300, snr=1.0, seed=4, shift_sigma_angstrom=4.0, junk_fraction=0.3), str(tmp_path / "data"),
-        log=lambda *_: None)
+    spec = synthesis.SimulationSpec(num_particles=300, snr=1.0, seed=4, shift_sigma_angstrom=4.0, junk_fraction=0.3,
+                                    amplitude_spread=0.3)
+    synthesis.simulate_dataset(vol.astype(np.float32), 6.0, spec, str(tmp_path / "data"), log=lambda *_: None)
+    truth = synthesis.draw_effects(spec, 300, np.zeros((300, 3)))
+    empty, good = truth.junk == 1, truth.junk == 0
+    assert 30 <= empty.sum() <= 60  # ~15 % of 300
     workdir = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "recon.reconstruct", "--particles", str(tmp_path / "data" / "particles.star"),
          "--workdir", str(workdir), "--config", str(REPO / "experiments/configs/tiny.py"), "--quiet", *OVERRIDES,
-         "--config.junk.model=noise_class"], cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"),
-        capture_output=True, text=True, timeout=900)
+         "--config.junk.model=noise_class", "--config.amplitude.model=per_particle"], cwd=REPO,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    meta = metadata.read_particles(tmp_path / "data" / "particles.star")
-    raw = open_dataset(meta, estimate_noise=False).raw_images(np.arange(300))
-    empty = (meta.extra_columns["rlnClassNumber"] == 2) & (np.var(raw, axis=(1, 2)) < 1.5 * sigma**2)
-    good = meta.extra_columns["rlnClassNumber"] == 1
-    assert 30 <= empty.sum() <= 60  # ~15 % of 300
     poses = star.read_star(workdir / "poses.star")
     called = poses.extra_columns["rlnClassNumber"] == 2
     score = poses.extra_columns[star.JUNK_SCORE_COLUMN].astype(float)
     assert np.isfinite(score).all()  # the final pass scores every particle
-    assert called[empty].all() and not called[good].any(), (called[empty].mean(), called[good].mean())
-    assert np.median(score[good]) > 100 and np.median(score[empty]) < -100
+    # particles whose true amplitude is near the simulation's floor of 0.2 are nearly empty picks themselves
+    assert called[empty].all() and called[good].mean() <= 0.05, (called[empty].mean(), called[good].mean())
+    assert not called[good & (truth.amplitude > 0.6)].any()
+    assert np.median(score[good]) > 100 and np.median(score[empty]) < -10
+    scale = poses.extra_columns[star.AMPLITUDE_COLUMN].astype(float)
+    assert np.all((scale >= 0.5) & (scale <= 2.0))
+    assert np.corrcoef(scale[good], truth.amplitude[good])[0, 1] > 0.8
     log = (workdir / "run.log").read_text()
     assert f"junk: {int(called.sum())} of 300 scored particles" in log
+    assert "amplitude scale of 300 particles: median" in log
     assert f"{int(called.sum())} of 300 particles ({100 * called.mean():.1f} %)" in (workdir / "report.html").read_text()

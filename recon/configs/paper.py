@@ -96,6 +96,11 @@ def get_config():
     c.junk.model = "off"  # or "noise_class": each image may also be noise alone; junk down-weighted (recon/junk.py)
     c.junk.start_level_fraction = 0.5  # the class joins this far through the levels (once the map explains particles)
 
+    c.amplitude = ml_collections.ConfigDict()
+    c.amplitude.model = "off"  # or "per_particle": each particle's amplitude scale (recon/amplitude.py)
+    c.amplitude.prior_sd = 0.3  # the scale's Gaussian prior around 1
+    c.amplitude.start_level_fraction = 0.5  # estimated from this far through the levels on
+
     c.stop = ml_collections.ConfigDict()
     c.stop.max_iterations = 5000
     c.stop.max_minutes = 0.0  # 0: no limit

@@ -47,8 +47,9 @@ IGNORED_COLUMNS = frozenset(f"rln{label}" for label in """
     AngleTiltPrior AnglePsiPrior AnglePsiFlipRatio AnglePsiFlip OriginXPrior OriginYPrior OriginXPriorAngst
     OriginYPriorAngst OriginZ OriginZAngst BeamTiltX BeamTiltY BeamTiltClass OddZernike EvenZernike MagMat00
     MagMat01 MagMat10 MagMat11 CtfIceRingDensity ParticleSelectZScore ImageSizeX ImageSizeY ImageSizeZ MicrographId
-    TomoName ReconJunkLogBayesFactor""".split())
+    TomoName ReconJunkLogBayesFactor ReconAmplitudeScale""".split())
 JUNK_SCORE_COLUMN = "rlnReconJunkLogBayesFactor"  # recon's own: log p(I | V) - log p(I | 0) (recon/junk.py)
+AMPLITUDE_COLUMN = "rlnReconAmplitudeScale"  # recon's own: the particle's amplitude scale (recon/amplitude.py)
 
 # Not carried into the files recon writes: a previous refinement's per-particle results (the poses recon writes
 # replace them), 3D origins, and optics-level corrections a RELION 3.0 file keeps per particle.
