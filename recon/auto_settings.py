@@ -190,6 +190,8 @@ def prepare(config, dataset: ParticleDataset) -> tuple[object, list[str]]:
     dataset.noise_sigma = estimate_noise_sigma(dataset)
     model = config.get("noise_model", "white")
     if model == "coloured":
+        dataset.noise_level, line = noise.group_levels(dataset, config.seed)
+        lines.append(line)
         dataset.noise_power = noise.estimate(dataset, config.seed)
         p = dataset.noise_power
         lines.append(f"noise: coloured, its power relative to white {p[1]:.2f} at the lowest frequencies, "

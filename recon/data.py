@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from recon.ctf import CTFParams
 from recon.errors import fail
 from recon.io.metadata import ParticleMetadata
 from recon.io.mrc import StackReader
@@ -36,6 +37,7 @@ class ParticleDataset:
     sign: np.ndarray  # (N,) +1 or -1 applied to the stored pixels
     noise_sigma: float = 1.0  # in stored pixel units; images() divides by it
     noise_power: np.ndarray | None = None  # relative noise power per Fourier ring (recon.noise); None: white
+    noise_level: np.ndarray | None = None  # (N,) each particle's noise sigma / noise_sigma (recon.noise); None: 1
     reader: StackReader = dataclasses.field(default_factory=StackReader)
 
     def __len__(self) -> int:
@@ -65,11 +67,27 @@ class ParticleDataset:
         return images
 
     def images(self, indices) -> np.ndarray:
-        """Normalised images: background mean removed, divided by the noise sigma. ``(k, D, D)`` float32."""
+        """Normalised images: background mean removed, divided by the noise sigma (times the particle's noise
+        level where measured). ``(k, D, D)`` float32."""
         raw = self.raw_images(indices)
         mask = background_mask(self.box_size, self.radius_pixels)
         raw -= raw[:, mask].mean(axis=1)[:, None, None]
-        return raw / np.float32(self.noise_sigma)
+        return raw / (np.float32(self.noise_sigma) * self.levels(indices)[:, None, None])
+
+    def levels(self, indices) -> np.ndarray:
+        """``(k,)`` float32 noise levels of particles ``indices`` (1 where none was measured)."""
+        indices = np.atleast_1d(np.asarray(indices))
+        if self.noise_level is None:
+            return np.ones(len(indices), np.float32)
+        return self.noise_level[indices].astype(np.float32)
+
+    def ctf(self, indices) -> CTFParams:
+        """The CTFs of particles ``indices`` in the units of :meth:`images`: the file's, divided by the particle's
+        noise level (an image divided by its noise sigma shows its signal divided by it too)."""
+        ctf = self.meta.ctf.take(np.atleast_1d(np.asarray(indices)))
+        if self.noise_level is None:
+            return ctf
+        return ctf._replace(scale=ctf.scale / self.levels(indices))
 
     def close(self):
         self.reader.close()

@@ -105,7 +105,7 @@ def make_batch(dataset: ParticleDataset, indices: np.ndarray, slot: int, junk_sh
     safe = np.where(real, indices, indices[real][0])
     images = dataset.images(safe)
     images[~real] = 0.0
-    ctf = dataset.meta.ctf.take(safe)
+    ctf = dataset.ctf(safe)
     if amplitude is not None:
         ctf = ctf._replace(scale=ctf.scale * scales_of(amplitude, safe))
     return step_lib.Batch(images=jnp.asarray(images), ctf=CTFParams(*(jnp.asarray(f, jnp.float32) for f in ctf)),
@@ -167,7 +167,7 @@ def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.nda
     k = min(32, len(sample))  # projections to compare with the data (fewer for a tiny dataset)
     angles = np.stack([rng.uniform(-180, 180, k), np.degrees(np.arccos(rng.uniform(-1, 1, k))),
                        rng.uniform(-180, 180, k)], -1)
-    ctf = dataset.meta.ctf.take(sample[:k])
+    ctf = dataset.ctf(sample[:k])
 
     render = synthesis.render_batch_fn(size, pixel)
     predicted = np.asarray(render(vft, jnp.asarray(angles, jnp.float32), jnp.zeros((len(angles), 2), jnp.float32),

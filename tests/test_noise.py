@@ -53,3 +53,36 @@ def test_whitened_grid_divides_each_weight_by_the_noise_power():
     k = np.linalg.norm(np.asarray(white.freqs), axis=-1) * 32
     np.testing.assert_allclose(np.asarray(coloured.freq_weights), np.asarray(white.freq_weights) / (1 + k / 4.0),
                                rtol=1e-6)
+
+
+def test_noise_level_per_micrograph_follows_the_simulated_variation(tmp_path):
+    """40 micrographs, their noise sigma times 1 + U(-0.4, 0.4) (recon.synthesis, coloured k^-1): each particle's
+    level is its micrograph's factor relative to the set's median sigma, so level / factor is one constant across
+    micrographs, within 6 % (the median of 20 backgrounds' standard deviations: ~1 % statistical error; the
+    particle's signal leaking past the radius adds a little), and the normalised images' backgrounds then have the
+    same standard deviation in every micrograph; their CTF is divided by the same level. Without micrograph names
+    or several optics groups there is one level."""
+    from recon.configs import default
+    from recon import auto_settings
+
+    vol, _ = blob_volume(32, seed=2, spread=0.1)
+    spec = synthesis.SimulationSpec(800, snr=0.05, seed=6, noise_exponent=1.0, micrographs=40, noise_variation=0.4)
+    synthesis.simulate_dataset(vol.astype(np.float32), 4.0, spec, str(tmp_path), log=lambda *_: None)
+    dataset = open_dataset(metadata.read_particles(tmp_path / "particles.star"), 0.3 * 32 * 4)
+    config, lines = auto_settings.prepare(default.get_config(), dataset)
+    truth = synthesis.draw_effects(spec, 800, np.zeros((800, 3)))
+    factor = truth.noise_scale[truth.micrograph]
+    ratio = dataset.noise_level / factor
+    assert np.ptp(ratio) / np.median(ratio) < 0.06, (ratio.min(), ratio.max())
+    assert np.ptp(factor) > 0.5  # the levels had something to follow
+    assert any(line.startswith("noise level per micrograph: 40 of 40 measured") for line in lines)
+    from recon.data import background_mask
+
+    mask = background_mask(32, dataset.radius_pixels)
+    by_micrograph = [np.median(dataset.images(np.flatnonzero(truth.micrograph == m))[:, mask].std(axis=1))
+                     for m in range(40)]
+    assert np.ptp(by_micrograph) / np.median(by_micrograph) < 0.1
+    np.testing.assert_allclose(dataset.ctf(np.arange(5)).scale, 1.0 / dataset.noise_level[:5], rtol=1e-6)
+    plain = open_dataset(metadata.read_particles(tmp_path / "particles.star"), 0.3 * 32 * 4)
+    plain.meta.extra_columns.pop("rlnMicrographName")
+    assert noise.group_levels(plain)[0] is None
