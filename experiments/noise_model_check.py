@@ -34,7 +34,7 @@ def pose_errors(dataset, volume, grid, rule, pixel) -> np.ndarray:
     for start in range(0, len(dataset), 50):
         rows = np.arange(start, min(start + 50, len(dataset)))
         images = jnp.asarray(dataset.images(rows))
-        ctf = likelihood.CTFParams(*(jnp.asarray(f, jnp.float32) for f in dataset.meta.ctf.take(rows)))
+        ctf = likelihood.CTFParams(*(jnp.asarray(f, jnp.float32) for f in dataset.ctf(rows)))
         idx, _ = likelihood.batch_top_poses(jnp.asarray(volume), images, ctf, grid, pixel, 1, 25, "linear", 3)
         best, _ = baselines.pose_parameters(rule, np.asarray(idx)[:, 0])
         truth = conventions.euler_to_matrix(dataset.meta.angles_degrees[rows])

@@ -189,7 +189,7 @@ def prepare(config, dataset: ParticleDataset) -> tuple[object, list[str]]:
         raise InputError(f"--config.polarity={config.polarity!r}: expected auto or as_given")
     dataset.noise_sigma = estimate_noise_sigma(dataset)
     model = config.get("noise_model", "white")
-    if model == "coloured":
+    if model == "coloured" and config.get("noise_per_micrograph", False):
         dataset.noise_level, line = noise.group_levels(dataset, config.seed)
         lines.append(line)
         dataset.noise_power = noise.estimate(dataset, config.seed)

@@ -87,7 +87,7 @@ def reconstruct_known_poses(dataset, indices=None, snr: float = 1.0, batch_size:
         pad = batch_size - len(idx)
         images = dataset.images(idx)
         rotations = conventions.euler_to_matrix(meta.angles_degrees[idx])
-        shifts, ctf, weights = origins[idx], meta.ctf.take(idx), np.ones(len(idx))
+        shifts, ctf, weights = origins[idx], dataset.ctf(idx), np.ones(len(idx))
         if pad:  # keep one compiled shape: padded entries have zero images and weights
             images = np.concatenate([images, np.zeros((pad, size, size), np.float32)])
             rotations = np.concatenate([rotations, np.broadcast_to(np.eye(3), (pad, 3, 3))])

@@ -53,8 +53,9 @@ def main(argv):
     meta = metadata.read_particles(FLAGS.particles, config.pixel_size_angstrom or None, FLAGS.data_dir)
     dataset = open_dataset(meta, config.particle_radius_angstrom or None, config.invert_contrast,
                            estimate_noise=False)
-    config, notes = auto_settings.prepare(config, dataset)  # settings derived from the data; the noise level
     workdir = os.path.abspath(FLAGS.workdir)
+    config = training.as_stored_run(config, workdir)  # a run begun before newer settings resumes as it began
+    config, notes = auto_settings.prepare(config, dataset)  # settings derived from the data; the noise level
     if FLAGS.method != "sagd":
         summary = baselines.run(FLAGS.method, config, dataset, workdir, quiet=FLAGS.quiet, notes=notes)
     elif config.gold_standard.enabled:

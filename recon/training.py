@@ -360,9 +360,9 @@ def amplitude_start_level(config, levels: int) -> int | None:
     model = config.get("amplitude", {}).get("model", "off")
     if model not in amplitude.MODELS:
         raise InputError(f"--config.amplitude.model={model!r}: expected one of {', '.join(amplitude.MODELS)}")
-    if model == "off":
+    if model == "off" or levels < 2:  # as for the noise class: not on the random start
         return None
-    return int(math.floor(config.amplitude.start_level_fraction * (levels - 1)))
+    return max(1, int(math.floor(config.amplitude.start_level_fraction * (levels - 1))))
 
 
 def record_amplitudes(host, rows: np.ndarray, used: np.ndarray, fit, prior_sd: float) -> None:
@@ -381,9 +381,9 @@ def junk_start_level(config, levels: int) -> int | None:
     model = config.get("junk", {}).get("model", "off")
     if model not in JUNK_MODELS:
         raise InputError(f"--config.junk.model={model!r}: expected one of {', '.join(JUNK_MODELS)}")
-    if model == "off":
+    if model == "off" or levels < 2:  # from a random start the map explains no particle: not at the first level
         return None
-    return int(math.floor(config.junk.start_level_fraction * (levels - 1)))
+    return max(1, int(math.floor(config.junk.start_level_fraction * (levels - 1))))
 
 
 def record_junk_scores(host, rows: np.ndarray, result) -> None:
@@ -487,6 +487,33 @@ def config_differences(stored: dict, current: dict, prefix: str = "") -> list[st
         elif old != new:
             out.append(f"{name}: {old!r} -> {new!r}")
     return out
+
+
+# Settings a run's stored config.json may lack because the run predates them, with the values that reproduce it.
+PREDATED_SETTINGS = {"junk": {"model": "off"}, "amplitude": {"model": "off"}, "noise_per_micrograph": False}
+
+
+def as_stored_run(config, workdir: str):
+    """``config`` with the settings that a run already in ``workdir`` predates (its config.json lacks them) set as
+    that run had them, so that it resumes as it began; unchanged for a new folder."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return config
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        return config  # prepare_workdir names the problem
+    with config.unlocked():
+        for key, value in PREDATED_SETTINGS.items():
+            if key in stored or key not in config:
+                continue
+            if isinstance(value, dict):
+                for sub, v in value.items():
+                    config[key][sub] = v
+            else:
+                config[key] = value
+    return config
 
 
 def prepare_workdir(config, workdir: str, resuming: bool, writer: bool = True) -> None:
@@ -596,6 +623,13 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
 
     if resuming:
         restored, meta = checkpoint.load_latest(ckpt_dir, (opt_state, host.tree()))
+        if restored is None and checkpoint.list_checkpoints(ckpt_dir):  # written before the junk and amplitude
+            legacy = {k: v for k, v in host.tree().items() if k not in ("junk_score", "amplitude")}
+            restored, meta = checkpoint.load_latest(ckpt_dir, (opt_state, legacy))
+            if restored is not None:
+                restored[1].update(junk_score=host.junk_score, amplitude=host.amplitude)
+            else:
+                progress.line(f"warning: no checkpoint in {ckpt_dir} could be read; starting again")
         if restored is not None:
             opt_state, trees = restored
             opt_state = jax.tree_util.tree_map(jnp.asarray, opt_state)
@@ -913,6 +947,9 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                                  "checkpoint here is intact (try a larger --config.optimizer.lipschitz_init or "
                                  "a smaller prior.scale)")
         per_particle = objective / max(int(real.sum()), 1)
+        if junk_on(level):  # the mixture is bounded by noise alone's objective: judge the map by its own
+            one_class = -float(np.sum(np.asarray(batch.mask) * np.asarray(result.log_marginal)))
+            per_particle = (one_class + float(prior_value)) / max(int(real.sum()), 1)
         if config.stop.divergence_factor and per_particle > config.stop.divergence_factor * lv.empty_objective:
             last = checkpoint.list_checkpoints(ckpt_dir)
             kept = (f"the last checkpoint here ({os.path.basename(last[-1])}) is intact" if last
@@ -1100,7 +1137,7 @@ def image_names_relative(meta, path: str, relative_to: str | None = None) -> np.
 def junk_line(host: RunState) -> str:
     """run.log's account of the noise class at the end."""
     scored = np.isfinite(host.junk_score)
-    flagged = junk.flagged(host.junk_score, host.junk_share)
+    flagged = junk.flagged(host.junk_score, max(host.junk_share, junk.PRIOR_MIN))
     return (f"junk: {int(flagged.sum())} of {int(scored.sum())} scored particles ({100 * flagged.mean():.1f} % of "
             f"all) explained better by noise alone than by the map (share {100 * host.junk_share:.1f} %); "
             f"poses.star: rlnClassNumber 2 and their score in {star.JUNK_SCORE_COLUMN} (log Bayes factor map / "
@@ -1136,7 +1173,7 @@ def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState,
                               pixel_size_angstrom=np.full(n, dataset.pixel_size_angstrom))
     extra = {}
     if junk_columns:
-        extra = {"rlnClassNumber": np.where(junk.flagged(host.junk_score, host.junk_share), 2, 1),
+        extra = {"rlnClassNumber": np.where(junk.flagged(host.junk_score, max(host.junk_share, junk.PRIOR_MIN)), 2, 1),
                  star.JUNK_SCORE_COLUMN: host.junk_score.astype(np.float64)}
     if amplitude_column:
         extra[star.AMPLITUDE_COLUMN] = scales_of(host.amplitude, np.arange(n)).astype(np.float64)

@@ -63,3 +63,20 @@ def test_the_scale_recovers_known_amplitudes(problem):  # noqa: F811
     np.testing.assert_allclose(shrunk, expected)
     assert np.all(np.abs(shrunk - 1) <= np.abs(np.clip(ml, 0.5, 2.0) - 1) + 1e-12)  # towards 1, never past
     assert amplitude.map_scale(np.array([0.0]), np.array([1e6]), 0.3)[0] == amplitude.MIN_SCALE
+
+
+def test_a_new_scale_does_not_depend_on_the_scale_the_fit_was_computed_with():
+    """The pose fit is computed with the particle's current scale s folded into its CTF (cross s x, quad s^2 x
+    those at scale 1); the recorded scale is the one from scale 1 (otherwise it would alternate a, 1/a, ...)."""
+    import types
+
+    from recon import training
+
+    cross, quad = np.array([120.0, 80.0, 5.0]), np.array([100.0, 100.0, 10.0])
+    expected = amplitude.map_scale(cross, quad, 0.3)
+    for s in (1.0, 0.7, 1.8):
+        host = types.SimpleNamespace(amplitude=np.full(4, np.nan, np.float32))
+        used = np.full(3, s)
+        training.record_amplitudes(host, np.array([0, 2, 3, -1])[:3], used, (s * cross, s**2 * quad), 0.3)
+        np.testing.assert_allclose(host.amplitude[[0, 2, 3]], expected, rtol=1e-6)
+        assert np.isnan(host.amplitude[1])

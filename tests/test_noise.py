@@ -82,7 +82,19 @@ def test_noise_level_per_micrograph_follows_the_simulated_variation(tmp_path):
     by_micrograph = [np.median(dataset.images(np.flatnonzero(truth.micrograph == m))[:, mask].std(axis=1))
                      for m in range(40)]
     assert np.ptp(by_micrograph) / np.median(by_micrograph) < 0.1
+    assert abs(np.median(dataset.noise_level) - 1) < 0.05  # relative to the set's sigma (a median over images)
     np.testing.assert_allclose(dataset.ctf(np.arange(5)).scale, 1.0 / dataset.noise_level[:5], rtol=1e-6)
+    # a minibatch pairs the levelled images with the levelled CTF (times the amplitude scale), and carries the
+    # noise class's prior log-odds
+    from recon import junk, training
+
+    amplitude = np.full(800, np.nan, np.float32)
+    amplitude[1] = 1.5
+    batch = training.make_batch(dataset, np.array([0, 1, -1]), 0, 0.2, amplitude)
+    np.testing.assert_allclose(np.asarray(batch.ctf.scale), [1 / dataset.noise_level[0], 1.5 / dataset.noise_level[1],
+                                                           1 / dataset.noise_level[0]], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(batch.images[:2]), dataset.images(np.arange(2)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(batch.junk_logit), junk.logit(0.2), rtol=1e-6)
     plain = open_dataset(metadata.read_particles(tmp_path / "particles.star"), 0.3 * 32 * 4)
     plain.meta.extra_columns.pop("rlnMicrographName")
     assert noise.group_levels(plain)[0] is None

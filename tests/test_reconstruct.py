@@ -147,6 +147,42 @@ def test_same_command_on_a_finished_run_does_nothing_new(finished_run, dataset_d
     assert "holds a finished run" in (finished_run / "run.log").read_text()
 
 
+def test_a_run_from_before_the_junk_and_amplitude_settings_resumes_as_it_began(finished_run, dataset_dir, tmp_path):
+    """A run whose checkpoints lack the junk scores and amplitude scales and whose config.json lacks their
+    settings (as runs written before them do) is restored, not started again, and resumes with them off."""
+    import shutil
+
+    from recon import checkpoint
+    from recon.configs import default
+
+    old = tmp_path / "old"
+    shutil.copytree(finished_run, old)
+    stored = json.loads((old / "config.json").read_text())
+    for key in training.PREDATED_SETTINGS:
+        stored.pop(key, None)
+    (old / "config.json").write_text(json.dumps(stored))
+    for path in checkpoint.list_checkpoints(str(old / "checkpoints")):
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        leaves = sorted(k for k in arrays if k.startswith("leaf_"))
+        # the host tree's leaves come last in sorted-key order: amplitude, best_level, best_pose, junk_score, ...
+        n_opt = len(leaves) - 4 - len(jax.tree_util.tree_leaves(sampling.init_state(1, {
+            "directions": 1, "inplane": 1, "shifts": 1})))
+        host = leaves[n_opt:]
+        kept = [arrays[k] for k in leaves[:n_opt]] + [arrays[host[1]], arrays[host[2]]] + [arrays[k] for k in host[4:]]
+        legacy = {f"leaf_{i:05d}": a for i, a in enumerate(kept)}
+        legacy["__metadata__"] = arrays["__metadata__"]
+        np.savez(path, **legacy)
+    config = training.as_stored_run(default.get_config(), str(old))
+    assert (config.junk.model, config.amplitude.model, config.noise_per_micrograph) == ("off", "off", False)
+    before = (old / "final.mrc").stat().st_mtime
+    run_reconstruct(dataset_dir / "particles.star", old)
+    assert (old / "final.mrc").stat().st_mtime == before
+    assert "holds a finished run" in (old / "run.log").read_text()
+    assert json.loads((old / "config.json").read_text())["junk"]["model"] == "off"
+    assert training.as_stored_run(default.get_config(), str(tmp_path / "new")).junk.model == "noise_class"
+
+
 def test_finished_run_continues_when_its_limit_is_raised(dataset_dir, tmp_path):
     workdir = tmp_path / "extend"
     particles = dataset_dir / "particles.star"

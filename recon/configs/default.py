@@ -14,6 +14,7 @@ def get_config():
     c = paper.get_config()
     c.automatic = True
     c.noise_model = "coloured"  # noise power spectrum from the backgrounds (recon/noise.py)
+    c.noise_per_micrograph = True  # each micrograph's noise level (recon/noise.py)
     c.polarity = "auto"  # dark particles detected and inverted, with a warning in run.log
     c.junk.model = "noise_class"  # junk down-weighted and flagged in poses.star (recon/junk.py)
     c.amplitude.model = "per_particle"  # each particle's amplitude scale (recon/amplitude.py)

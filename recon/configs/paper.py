@@ -21,6 +21,7 @@ def get_config():
     c.particle_radius_angstrom = 0.0  # 0: 40% of the box
     c.invert_contrast = False  # True for stacks with dark particles
     c.noise_model = "white"  # or "coloured": the likelihood whitened by the backgrounds' power spectrum
+    c.noise_per_micrograph = False  # with noise_model coloured: a noise level per micrograph (recon/noise.py)
     c.polarity = "as_given"  # or "auto": detect dark particles from the data and invert them (recon/polarity.py)
     c.pixel_size_angstrom = 0.0  # 0: from the particle file
     c.symmetry = "C1"  # point group in RELION's conventions: C1, Cn, Dn, T, O, I (= I2), I1-I4 (recon/symmetry.py)
