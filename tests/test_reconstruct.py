@@ -180,7 +180,7 @@ def test_a_run_from_before_the_junk_and_amplitude_settings_resumes_as_it_began(f
     assert (old / "final.mrc").stat().st_mtime == before
     assert "holds a finished run" in (old / "run.log").read_text()
     assert json.loads((old / "config.json").read_text())["junk"]["model"] == "off"
-    assert training.as_stored_run(default.get_config(), str(tmp_path / "new")).junk.model == "noise_class"
+    assert training.as_stored_run(default.get_config(), str(tmp_path / "new")).noise_per_micrograph is True
 
 
 def test_finished_run_continues_when_its_limit_is_raised(dataset_dir, tmp_path):

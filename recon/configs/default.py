@@ -16,8 +16,8 @@ def get_config():
     c.noise_model = "coloured"  # noise power spectrum from the backgrounds (recon/noise.py)
     c.noise_per_micrograph = True  # each micrograph's noise level (recon/noise.py)
     c.polarity = "auto"  # dark particles detected and inverted, with a warning in run.log
-    c.junk.model = "noise_class"  # junk down-weighted and flagged in poses.star (recon/junk.py)
-    c.amplitude.model = "per_particle"  # each particle's amplitude scale (recon/amplitude.py)
+    # junk.model = "noise_class" and amplitude.model = "per_particle" (recon/junk.py, recon/amplitude.py) stay off:
+    # on a realistic low-SNR set they flagged half the good particles and drove the scales to their floor
     c.batch_size = 0
     c.particle_radius_angstrom = 0.0
     c.schedule.start_resolution_angstrom = 0.0
