@@ -76,8 +76,8 @@ def group_levels(dataset, seed: int = 0) -> tuple[np.ndarray | None, str]:
 
     Real noise varies between micrographs (ice thickness, dose). For every group of at least :data:`MIN_GROUP`
     particles, the median over up to :data:`GROUP_SAMPLE` of them (fewer, down to 5, so that at most
-    :data:`MAX_READS` images are read) of their background's standard deviation (as
-    recon.data.estimate_noise_sigma measures the set's), divided by the set's sigma, within
+    :data:`MAX_READS` images are read where there are at most 10,000 groups) of their background's standard
+    deviation (as recon.data.estimate_noise_sigma measures the set's), divided by the set's sigma, within
     :data:`LEVEL_BOUNDS`; smaller groups keep 1 (pooled). The spectrum's shape (:func:`estimate`) stays one for
     the set: per-group spectra from a few dozen backgrounds would be mostly their own noise."""
     from recon.data import background_mask
