@@ -39,6 +39,8 @@ def define_flags():
     flags.DEFINE_float("max_minutes", 30.0, "Time limit of each run (--config.stop.max_minutes).")
     flags.DEFINE_integer("max_points", 10, "Snapshots scored per run.")
     flags.DEFINE_string("out", "experiments/results/validate_auto_cpu.json", "Results JSON.")
+    flags.DEFINE_list("overrides", [], "Config settings for every run, KEY=VALUE (passed as --config.KEY=VALUE; for "
+                      "example junk.model=noise_class).")
     flags.DEFINE_bool("score_only", False, "Score the runs already in --run_root as they are (stopped by hand "
                       "included).")
     flags.DEFINE_bool("logs_only", False, "Only (re)record each row's run.log events (levels, sampling decisions, "
@@ -125,7 +127,8 @@ def plain_run(star: str, workdir: str) -> float:
     """The plain command (resumes or returns at once if the run is there); its wall time in seconds."""
     start = time.time()
     subprocess.run([sys.executable, "-m", "recon.reconstruct", "--particles", star, "--workdir", workdir, "--quiet",
-                    f"--config.stop.max_minutes={FLAGS.max_minutes}"], cwd=REPO, check=True)
+                    f"--config.stop.max_minutes={FLAGS.max_minutes}", *(f"--config.{o}" for o in FLAGS.overrides)],
+                   cwd=REPO, check=True)
     return time.time() - start
 
 
@@ -193,7 +196,8 @@ def main(argv):
     del argv
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.system()}",
            "command": "python -m recon.reconstruct --particles P --workdir W "
-                      f"--config.stop.max_minutes={FLAGS.max_minutes}", "rows": []}
+                      f"--config.stop.max_minutes={FLAGS.max_minutes}"
+                      + "".join(f" --config.{o}" for o in FLAGS.overrides), "rows": []}
     if os.path.exists(FLAGS.out):
         out["rows"] = [r for r in json.load(open(FLAGS.out))["rows"]
                        if FLAGS.logs_only or r["set"] not in FLAGS.sets]
