@@ -1168,7 +1168,9 @@ def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState,
         rot, tilt = quadrature.directions_to_angles(rule.directions[d])
         angles[i] = (rot, tilt, rule.inplane_degrees[p])
         origins[i] = rule.shifts_angstrom[t]
-    out = dataclasses.replace(meta, angles_degrees=angles, origins_angstrom=origins,
+    own = (star.JUNK_SCORE_COLUMN, star.AMPLITUDE_COLUMN)  # a previous run's scores are not this run's
+    carried = {k: v for k, v in (meta.extra_columns or {}).items() if k not in own} or None
+    out = dataclasses.replace(meta, angles_degrees=angles, origins_angstrom=origins, extra_columns=carried,
                               box_size=np.full(n, dataset.box_size),
                               pixel_size_angstrom=np.full(n, dataset.pixel_size_angstrom))
     extra = {}

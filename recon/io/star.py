@@ -57,8 +57,7 @@ NOT_CARRIED = frozenset(f"rln{label}" for label in """
     LogLikeliContribution MaxValueProbDistribution NrOfSignificantSamples NormCorrection AngleRotPrior AngleTiltPrior
     AnglePsiPrior AnglePsiFlipRatio AnglePsiFlip OriginXPrior OriginYPrior OriginXPriorAngst OriginYPriorAngst
     ImageDimensionality OpticsGroupName OriginZ OriginZAngst BeamTiltX BeamTiltY BeamTiltClass MagMat00 MagMat01
-    MagMat10 MagMat11 ImageSizeX ImageSizeY ImageSizeZ OddZernike EvenZernike ReconJunkLogBayesFactor
-    ReconAmplitudeScale""".split())
+    MagMat10 MagMat11 ImageSizeX ImageSizeY ImageSizeZ OddZernike EvenZernike""".split())
 
 
 def _read_blocks(path) -> dict:
