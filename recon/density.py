@@ -16,7 +16,9 @@ from recon import conventions
 from recon.errors import fail
 
 
-def read_model(path) -> gemmi.Structure:
+def read_model(path, chains: str = "") -> gemmi.Structure:
+    """The model at ``path``; with ``chains`` (chain names, one character each, e.g. ``"ABCDEFGHIJKLMN"``), only
+    those chains."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise fail(path, "file not found")
@@ -25,6 +27,13 @@ def read_model(path) -> gemmi.Structure:
     except Exception as e:
         raise fail(path, f"not a readable atomic model ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
                    ) from None
+    if chains:
+        missing = sorted(set(chains) - {ch.name for ch in structure[0]})
+        if missing:
+            raise fail(path, f"the model has no chain {', '.join(missing)}")
+        for model in structure:
+            for name in sorted({ch.name for ch in model} - set(chains)):
+                model.remove_chain(name)
     if len(structure) == 0 or structure[0].count_atom_sites() == 0:
         raise fail(path, "atomic model contains no atoms")
     structure.remove_waters()
@@ -40,15 +49,16 @@ def model_extent_angstrom(structure: gemmi.Structure) -> float:
 
 
 def model_to_density(structure: gemmi.Structure, box_size: int, pixel_size_angstrom: float,
-                     oversampling: int = 2) -> np.ndarray:
-    """``(D, D, D)`` float32 ``[z, y, x]`` density of the first model, centred, band-limited to Nyquist."""
+                     oversampling: int = 2, centre=None) -> np.ndarray:
+    """``(D, D, D)`` float32 ``[z, y, x]`` density of the first model, band-limited to Nyquist, with ``centre``
+    (a ``gemmi.Position``; default: the model's centre of mass) at the box centre."""
     st = structure.clone()
     fine = oversampling * box_size
     spacing = pixel_size_angstrom / oversampling
     length = fine * spacing
     st.cell = gemmi.UnitCell(length, length, length, 90, 90, 90)
     st.spacegroup_hm = "P 1"
-    centre = st[0].calculate_center_of_mass()
+    centre = st[0].calculate_center_of_mass() if centre is None else centre
     target = (fine // 2) * spacing
     shift = gemmi.Position(target - centre.x, target - centre.y, target - centre.z)
     for model in st:

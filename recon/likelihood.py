@@ -153,8 +153,9 @@ def slices_at(volume_ft, matrices, freqs, kernel: str, oversampling: int = 2):
 class ParticleResult(NamedTuple):
     """Per particle: log_marginal (), marginal posteriors over directions (n_dir,), in-plane angles (n_psi,) and
     shifts (n_t,), the most probable (direction, angle, shift) indices (3,), the posterior-expected squared
-    residual (real-space units, over the frequencies used), and log_empty ``()``: ``log p(I | V = 0)`` in the same
-    units as log_marginal (the image as noise alone; filled by the batch functions)."""
+    residual (real-space units, over the frequencies used), log_empty ``()``: ``log p(I | V = 0)`` in the same
+    units as log_marginal (the image as noise alone; filled by the batch functions), and log_classes ``(K,)``:
+    ``log p(I | V_c)`` of each map of a several-class run (recon/classes.py; None with one map)."""
 
     log_marginal: jnp.ndarray
     post_dir: jnp.ndarray
@@ -163,6 +164,7 @@ class ParticleResult(NamedTuple):
     best: jnp.ndarray
     expected_residual: jnp.ndarray
     log_empty: jnp.ndarray = None
+    log_classes: jnp.ndarray = None
 
 
 def shift_phases(grid: LikelihoodGrid, pixel_size_angstrom: float, inplane_matrices=None, shifts_angstrom=None):
@@ -300,7 +302,7 @@ def batch_log_marginals(volume, images, ctf: CTFParams, grid: LikelihoodGrid, pi
 
     split = lambda x: x.reshape(n // chunk_size, chunk_size, *x.shape[1:])  # noqa: E731
     results = jax.lax.map(jax.checkpoint(chunk) if remat else chunk, (split(images), CTFParams(*(split(f) for f in ctf))))
-    return ParticleResult(*(r.reshape(n, *r.shape[2:]) for r in results))
+    return ParticleResult(*(None if r is None else r.reshape(n, *r.shape[2:]) for r in results))
 
 
 def top_poses(table, grid: LikelihoodGrid, k: int):
@@ -383,7 +385,8 @@ class SampledResult(NamedTuple):
     """Per particle: log_marginal ``()`` (the IS estimate of log p(I | V)); log posterior marginals (unnormalised,
     prior weight included, NEG in unused slots) of the evaluated directions ``(K_R,)``, angles ``(K_p,)`` and
     shifts ``(K_t,)``; best ``(3,)`` quadrature indices (direction, in-plane, shift) of the most probable evaluated
-    pose; expected_residual ``()`` (Eq. 18, self-normalised); log_empty ``()`` as in :class:`ParticleResult`."""
+    pose; expected_residual ``()`` (Eq. 18, self-normalised); log_empty ``()`` and log_classes as in
+    :class:`ParticleResult`."""
 
     log_marginal: jnp.ndarray
     log_phi_direction: jnp.ndarray
@@ -392,6 +395,7 @@ class SampledResult(NamedTuple):
     best: jnp.ndarray
     expected_residual: jnp.ndarray
     log_empty: jnp.ndarray = None
+    log_classes: jnp.ndarray = None
 
 
 def sampled_table(features: ParticleFeatures, slices, phases, grid: LikelihoodGrid, size: int):
@@ -463,7 +467,7 @@ def sampled_log_marginals(volume, images, ctf: CTFParams, samples: SampleSet, gr
     split = lambda x: x.reshape(n // chunk_size, chunk_size, *x.shape[1:])  # noqa: E731
     args = (split(images), CTFParams(*(split(f) for f in ctf)), SampleSet(*(split(f) for f in samples)))
     results = jax.lax.map(jax.checkpoint(chunk) if remat else chunk, args)
-    return SampledResult(*(r.reshape(n, *r.shape[2:]) for r in results))
+    return SampledResult(*(None if r is None else r.reshape(n, *r.shape[2:]) for r in results))
 
 
 def batch_pose_fit(volume, images, ctf: CTFParams, poses, grid: LikelihoodGrid, pixel_size_angstrom: float,

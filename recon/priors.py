@@ -45,5 +45,8 @@ PRIORS = {"exponential": exponential, "uniform": uniform, "car": car}
 
 
 def energy(volume, kind: str, strength):
-    """Negative log prior of ``volume`` under prior ``kind`` (one of :data:`PRIORS`)."""
+    """Negative log prior of ``volume`` under prior ``kind`` (one of :data:`PRIORS`): one map ``(D, D, D)``, or the
+    sum over the maps of a several-class run ``(K, D, D, D)`` (each map its own prior)."""
+    if volume.ndim == 4:
+        return sum(PRIORS[kind](v, strength) for v in volume)
     return PRIORS[kind](volume, strength)

@@ -8,6 +8,11 @@ writes ``OUT/particles.star`` (RELION 3.1, true poses, shifts and CTFs), ``OUT/p
 ``OUT/ground_truth.mrc``. The keys and their defaults are in ``recon/configs/simulate.py`` (``--help`` lists them).
 With ``--config.volume=map.mrc`` the map is used as it is (its header pixel size, unless
 ``--config.pixel_size_angstrom`` is given); ``--config.snr=inf`` gives noise-free images.
+
+Mixtures: several comma-separated models (or maps) and ``--config.class_proportions``, e.g.
+``--config.model=third_party/1aon/1aon.pdb.gz,third_party/1aon/1aon.pdb.gz#ABCDEFGHIJKLMN
+--config.class_proportions=0.5,0.5`` (GroEL-GroES and GroEL alone: ``#`` keeps the chains named after it). Models
+share the first one's frame (its centre of mass at the box centre); ``rlnClassNumber`` holds each particle's map.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import math
 import os
 
 from absl import flags
+
+import numpy as np
 
 from recon import cli, density, synthesis
 from recon.errors import InputError, user_errors_exit
@@ -43,29 +50,55 @@ def _path(value: str) -> str | None:
 
 
 def _load_volume(c):
-    model, volume_path = _path(c.model), _path(c.volume)
-    if bool(volume_path) == bool(model):
+    """The map ``(D, D, D)``, or the maps ``(K, D, D, D)`` of a mixture, and the pixel size."""
+    models = [m.strip() for m in c.model.split(",") if m.strip()]
+    volumes = [_path(v.strip()) for v in c.volume.split(",") if v.strip()]
+    if bool(volumes) == bool(models):
         raise InputError("give exactly one of --config.volume or --config.model")
-    if model:
+    if models:
         if not c.box_size or not c.pixel_size_angstrom:
             raise InputError("--config.model needs --config.box_size and --config.pixel_size_angstrom")
         if c.box_size < 8 or c.pixel_size_angstrom <= 0:
             raise InputError("--config.box_size must be at least 8 and --config.pixel_size_angstrom positive")
-        structure = density.read_model(model)
-        radius = density.model_extent_angstrom(structure)
-        half_box = c.box_size * c.pixel_size_angstrom / 2
-        if radius > half_box:
-            print(f"warning: {model}: the model reaches {radius:.0f} A from its centre, beyond the half box "
-                  f"({half_box:.0f} A); its ends will wrap around")
-        return density.model_to_density(structure, c.box_size, c.pixel_size_angstrom), c.pixel_size_angstrom
-    volume, header_pixel = mrc.read_map(volume_path)
+        maps, centre = [], None
+        for spec in models:
+            model, _, chains = spec.partition("#")
+            structure = density.read_model(_path(model), chains)
+            centre = structure[0].calculate_center_of_mass() if centre is None else centre  # the first's frame
+            radius = density.model_extent_angstrom(structure)
+            half_box = c.box_size * c.pixel_size_angstrom / 2
+            if radius > half_box:
+                print(f"warning: {model}: the model reaches {radius:.0f} A from its centre, beyond the half box "
+                      f"({half_box:.0f} A); its ends will wrap around")
+            maps.append(density.model_to_density(structure, c.box_size, c.pixel_size_angstrom, centre=centre))
+        return (maps[0] if len(maps) == 1 else np.stack(maps)), c.pixel_size_angstrom
     if c.pixel_size_angstrom < 0:
         raise InputError(f"--config.pixel_size_angstrom must be positive (or 0: the map header's), got "
                          f"{c.pixel_size_angstrom}")
-    pixel = c.pixel_size_angstrom or header_pixel
-    if not pixel or pixel <= 0:
-        raise InputError(f"{volume_path}: the header has no pixel size; give --config.pixel_size_angstrom")
-    return volume, pixel
+    maps = []
+    for volume_path in volumes:
+        volume, header_pixel = mrc.read_map(volume_path)
+        pixel = c.pixel_size_angstrom or header_pixel
+        if not pixel or pixel <= 0:
+            raise InputError(f"{volume_path}: the header has no pixel size; give --config.pixel_size_angstrom")
+        if maps and volume.shape != maps[0].shape:
+            raise InputError(f"{volume_path}: box {volume.shape} differs from the first map's {maps[0].shape}")
+        maps.append(volume)
+    return (maps[0] if len(maps) == 1 else np.stack(maps)), pixel
+
+
+def _proportions(c, num_maps: int) -> tuple:
+    """``--config.class_proportions`` as a tuple (empty: equal shares), checked against the number of maps."""
+    text = str(c.class_proportions).strip()
+    if not text:
+        return ()
+    try:
+        shares = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"--config.class_proportions must be comma-separated numbers, got {text!r}") from None
+    if len(shares) != num_maps or any(not x >= 0 for x in shares) or not sum(shares) > 0:
+        raise InputError(f"--config.class_proportions={text!r}: need {num_maps} non-negative shares (one per map)")
+    return shares
 
 
 @user_errors_exit
@@ -96,6 +129,7 @@ def main(argv):
         voltage_kv=c.voltage_kv, spherical_aberration_mm=c.spherical_aberration_mm,
         amplitude_contrast=c.amplitude_contrast, bfactor_angstrom2=c.bfactor_angstrom2,
         shift_sigma_angstrom=c.shift_sigma_angstrom or None,
+        class_proportions=_proportions(c, 1 if volume.ndim == 3 else len(volume)),
         **{key: c[key] for key in EFFECTS})
     synthesis.simulate_dataset(volume, pixel, spec, FLAGS.out)
     print(f"wrote {FLAGS.out}/particles.star, particles.mrcs, ground_truth.mrc")

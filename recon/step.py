@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from recon import classes as classes_lib
 from recon import junk, likelihood, priors, sagd
 from recon.ctf import CTFParams
 
@@ -28,13 +29,15 @@ from recon.ctf import CTFParams
 class Batch(NamedTuple):
     """A padded minibatch: images ``(B, D, D)`` (normalised), ctf fields ``(B,)``, mask ``(B,)`` (1 real, 0 pad),
     batch_index ``()`` (which SAGD slot), junk_logit ``(B,)`` (the noise class's prior log-odds, recon/junk.py;
-    read only by step functions built with ``junk_class``)."""
+    read only by step functions built with ``junk_class``), class_prior: ``(log pi (K,), beta ())`` of a
+    several-map run (recon/classes.py; read only by step functions built with ``classes > 1``)."""
 
     images: jnp.ndarray
     ctf: CTFParams
     mask: jnp.ndarray
     batch_index: jnp.ndarray
     junk_logit: jnp.ndarray = None
+    class_prior: tuple = None
 
 
 class Controls(NamedTuple):
@@ -100,7 +103,8 @@ def place_batch(batch: Batch, mesh, samples=None):
     split, replicated = particle_sharding(mesh)
     batch = Batch(_put(batch.images, split), jax.tree_util.tree_map(lambda a: _put(a, split), batch.ctf),
                   _put(batch.mask, split), _put(batch.batch_index, replicated),
-                  None if batch.junk_logit is None else _put(batch.junk_logit, split))
+                  None if batch.junk_logit is None else _put(batch.junk_logit, split),
+                  None if batch.class_prior is None else replicate(batch.class_prior, mesh))
     if samples is not None:
         samples = jax.tree_util.tree_map(lambda a: _put(a, split), samples)
     return batch, samples
@@ -128,8 +132,12 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
                         num_batches: int, chunk_size: int = 25, optimizer: str = "sagd", optax_transform=None,
                         remat: bool = True, kernel: str = likelihood.SLICE_KERNEL,
                         sampled_chunk_size: int = 25, oversampling: int = 2, mesh=None,
-                        junk_class: bool = False) -> StepFunctions:
+                        junk_class: bool = False, classes: int = 1) -> StepFunctions:
     """Pure functions for one resolution level (jit each once).
+
+    ``classes > 1``: the volume is ``(K, D, D, D)``, one map per class, and the likelihood marginalises the class
+    (recon/classes.py) with ``batch.class_prior``; ``evaluate``/``evaluate_sampled`` then take the class prior as
+    their last argument.
 
     ``junk_class``: the data objective is the mixture of the map and noise alone (recon/junk.py) with each
     particle's prior log-odds ``batch.junk_logit``; without it, the map alone (``junk_logit`` unread).
@@ -140,19 +148,31 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
     gathered (``all_gather``), so that everything a step returns is replicated and readable by every process. The
     update and the prior run replicated."""
 
-    def log_marginals(volume, images, ctf):
+    def over_classes(one_map, volume, class_prior, *args):
+        """``one_map`` for a single map, or the class-marginalised result of every map of ``volume``."""
+        if classes == 1:
+            return one_map(volume, *args)
+        return classes_lib.combine(jax.lax.map(lambda v: one_map(v, *args), volume), *class_prior)
+
+    def one_map_log_marginals(volume, images, ctf):
         return likelihood.batch_log_marginals(volume, images, ctf, grid, pixel_size_angstrom, chunk_size, remat,
                                               kernel, oversampling)
 
-    def sampled_log_marginals(volume, images, ctf, samples):
+    def one_map_sampled(volume, images, ctf, samples):
         return likelihood.sampled_log_marginals(volume, images, ctf, samples, grid, pixel_size_angstrom,
                                                 sampled_chunk_size, remat, kernel, oversampling)
 
+    def log_marginals(volume, images, ctf, class_prior=None):
+        return over_classes(one_map_log_marginals, volume, class_prior, images, ctf)
+
+    def sampled_log_marginals(volume, images, ctf, samples, class_prior=None):
+        return over_classes(one_map_sampled, volume, class_prior, images, ctf, samples)
+
     def data_objective(volume, batch: Batch, samples=None):
         if samples is None:
-            result = log_marginals(volume, batch.images, batch.ctf)
+            result = log_marginals(volume, batch.images, batch.ctf, batch.class_prior)
         else:
-            result = sampled_log_marginals(volume, batch.images, batch.ctf, samples)
+            result = sampled_log_marginals(volume, batch.images, batch.ctf, samples, batch.class_prior)
         log_p = result.log_marginal
         if junk_class:
             log_p = junk.mixture_log_marginal(log_p, result.log_empty, batch.junk_logit)
@@ -173,7 +193,8 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
 
         def batch_spec(batch):
             return Batch(images=split, ctf=split, mask=split, batch_index=rep,
-                         junk_logit=None if batch.junk_logit is None else split)
+                         junk_logit=None if batch.junk_logit is None else split,
+                         class_prior=None if batch.class_prior is None else rep)
 
         def gather(result):  # per-particle outputs of every device, in minibatch order, on every device
             return jax.tree_util.tree_map(lambda a: jax.lax.all_gather(a, PARTICLES, tiled=True), result)
@@ -193,15 +214,16 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
             return jax.shard_map(local, mesh=mesh, check_vma=False, in_specs=(rep, batch_spec(batch), split),
                                  out_specs=rep)(volume, batch, samples)
 
-        def split_evaluation(fn):
-            def run(volume, *per_particle):  # images, ctf[, samples]: split along the particles
-                return jax.shard_map(lambda v, *p: gather(fn(v, *p)), mesh=mesh, check_vma=False,
-                                     in_specs=(rep,) + (split,) * len(per_particle), out_specs=rep)(volume,
-                                                                                                   *per_particle)
+        def split_evaluation(fn, per_particle_args):
+            def run(volume, *args):  # images, ctf[, samples]: split along the particles; [class prior]: not
+                per_particle, rest = args[:per_particle_args], args[per_particle_args:]
+                return jax.shard_map(lambda v, r, *p: gather(fn(v, *p, *r)), mesh=mesh, check_vma=False,
+                                     in_specs=(rep, rep) + (split,) * len(per_particle),
+                                     out_specs=rep)(volume, rest, *per_particle)
             return run
 
-        evaluate = split_evaluation(log_marginals)
-        evaluate_sampled = split_evaluation(sampled_log_marginals)
+        evaluate = split_evaluation(log_marginals, 2)
+        evaluate_sampled = split_evaluation(sampled_log_marginals, 3)
 
     def objective(volume, batch: Batch, samples=None):
         return data_value(volume, batch, samples) + prior_share(volume)

@@ -11,6 +11,10 @@ particle amplitudes (ice thickness); junk (empty picks and off-model blobs, ``rl
 preferred views (a fraction of particles viewed within a few degrees of the map's z axis); coloured noise (power
 falling as a power of frequency) whose level varies from micrograph to micrograph (``rlnMicrographName``); dark
 particles (the stack's sign inverted).
+
+Mixtures: given several maps ``(K, D, D, D)`` (one frame: each map's own centre is not re-centred), each particle
+shows map ``c`` with probability ``class_proportions[c]`` (equal by default, drawn from their own stream), and
+``rlnClassNumber`` holds its true class (1..K; junk K + 1), a column recon does not read when reconstructing.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class SimulationSpec:
     micrographs: int = 0  # > 0: particles spread over this many micrographs (rlnMicrographName)
     noise_variation: float = 0.0  # the noise sigma of each micrograph times 1 + U(-variation, variation)
     dark_particles: bool = False  # the stack holds dark particles (its sign inverted)
+    class_proportions: tuple = ()  # with several maps: each map's share of the particles (default: equal)
 
     @property
     def realistic(self) -> bool:
@@ -166,14 +171,28 @@ def apply_effects(images: np.ndarray, effects: Effects, sl: slice, rng: np.rando
     return images
 
 
+def true_classes(spec: SimulationSpec, n: int, num_classes: int) -> np.ndarray:
+    """``(n,)`` each particle's map (0-based) from ``spec.class_proportions`` (equal when empty), drawn from the
+    stream ``[seed, 3]``; all 0 for one map."""
+    if num_classes == 1:
+        return np.zeros(n, int)
+    shares = np.asarray(spec.class_proportions or [1.0] * num_classes, np.float64)
+    if len(shares) != num_classes or np.any(shares < 0) or not shares.sum() > 0:
+        raise ValueError(f"class proportions {tuple(spec.class_proportions)} for {num_classes} maps")
+    return np.random.default_rng([spec.seed, 3]).choice(num_classes, size=n, p=shares / shares.sum())
+
+
 def simulate_dataset(volume: np.ndarray, pixel_size_angstrom: float, spec: SimulationSpec, out_dir: str,
                      log=print) -> tuple[ParticleMetadata, float]:
-    """Write ``particles.star``, ``particles.mrcs`` and ``ground_truth.mrc`` into ``out_dir``.
+    """Write ``particles.star``, ``particles.mrcs`` and ``ground_truth.mrc`` into ``out_dir``; ``volume``
+    ``(D, D, D)``, or ``(K, D, D, D)`` for a mixture (then also ``ground_truth_class_NN.mrc`` per map;
+    ``ground_truth.mrc`` is the first).
 
     Files are written under temporary names and renamed at the end: a failure leaves nothing half-written.
     Returns the metadata and the noise standard deviation used.
     """
-    size = volume.shape[0]
+    maps = np.asarray(volume)[None] if np.ndim(volume) == 3 else np.asarray(volume)
+    size = maps.shape[-1]
     n = spec.num_particles
     rng = np.random.default_rng(spec.seed)
     angles = random_poses(rng, n)
@@ -181,7 +200,8 @@ def simulate_dataset(volume: np.ndarray, pixel_size_angstrom: float, spec: Simul
     origins = rng.normal(0.0, shift_sigma, (n, 2))
     ctf = random_ctfs(rng, n, spec)
     effects = draw_effects(spec, n, angles) if spec.realistic else None
-    volume_ft = projection.prepare_volume_ft(jnp.asarray(volume, jnp.float32))
+    truth = true_classes(spec, n, len(maps))
+    maps_ft = [projection.prepare_volume_ft(jnp.asarray(m, jnp.float32)) for m in maps]
     render = render_batch_fn(size, pixel_size_angstrom)
 
     os.makedirs(out_dir, exist_ok=True)
@@ -195,8 +215,12 @@ def simulate_dataset(volume: np.ndarray, pixel_size_angstrom: float, spec: Simul
             sl = slice(start, min(n, start + spec.batch_size))
             rendered = ctf if effects is None else ctf._replace(bfactor_angstrom2=effects.envelope_bfactor)
             batch_ctf = CTFParams(*(jnp.asarray(f[sl], jnp.float32) for f in rendered))
-            images = np.asarray(render(volume_ft, jnp.asarray(angles[sl], jnp.float32),
-                                       jnp.asarray(origins[sl], jnp.float32), batch_ctf))
+            images = 0.0
+            for c, volume_ft in enumerate(maps_ft):
+                if np.any(truth[sl] == c):
+                    rendered_c = np.asarray(render(volume_ft, jnp.asarray(angles[sl], jnp.float32),
+                                                   jnp.asarray(origins[sl], jnp.float32), batch_ctf))
+                    images = images + rendered_c * (truth[sl] == c)[:, None, None]
             if effects is not None:
                 images = apply_effects(images, effects, sl, rng_effects)
             handle.data[sl] = images
@@ -227,15 +251,22 @@ def simulate_dataset(volume: np.ndarray, pixel_size_angstrom: float, spec: Simul
                                                                                   dtype=object),
             image_indices=np.arange(n), image_names=names, pixel_size_angstrom=np.full(n, pixel_size_angstrom),
             box_size=np.full(n, size), ctf=ctf, optics_group=np.ones(n, dtype=int), angles_degrees=angles,
-            origins_angstrom=origins, extra_columns=None if effects is None else {
-                "rlnClassNumber": np.where(effects.junk > 0, 2, 1),
-                "rlnMicrographName": np.array([f"micrograph_{m + 1:04d}.mrc" for m in effects.micrograph], object)})
+            origins_angstrom=origins, extra_columns=None if effects is None and len(maps) == 1 else {
+                "rlnClassNumber": truth + 1 if effects is None else np.where(effects.junk > 0, len(maps) + 1, truth + 1),
+                **({} if effects is None else {"rlnMicrographName": np.array(
+                    [f"micrograph_{m + 1:04d}.mrc" for m in effects.micrograph], object)})})
         star.write_star(os.path.join(work, "particles.star"), meta)
-        mrc.write_map(os.path.join(work, "ground_truth.mrc"), volume, pixel_size_angstrom)
-        for name in ("particles.mrcs", "ground_truth.mrc", "particles.star"):
+        names = ["particles.mrcs", "ground_truth.mrc", "particles.star"]
+        mrc.write_map(os.path.join(work, "ground_truth.mrc"), maps[0], pixel_size_angstrom)
+        for c in range(len(maps) if len(maps) > 1 else 0):
+            names.append(f"ground_truth_class_{c + 1:02d}.mrc")
+            mrc.write_map(os.path.join(work, names[-1]), maps[c], pixel_size_angstrom)
+        for name in names:
             os.replace(os.path.join(work, name), os.path.join(out_dir, name))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log(f"simulated {n} particles of {size} px at {pixel_size_angstrom} A/px, SNR {spec.snr}, "
+    mixture = f" from {len(maps)} maps ({', '.join(str(int(np.sum(truth == c))) for c in range(len(maps)))})" \
+        if len(maps) > 1 else ""
+    log(f"simulated {n} particles{mixture} of {size} px at {pixel_size_angstrom} A/px, SNR {spec.snr}, "
         f"signal variance {signal_var:.4g}, noise sigma {noise_sigma:.4g}")
     return meta, noise_sigma

@@ -5,6 +5,8 @@ Workdir layout::
     config.json        the full config of the run
     metrics.jsonl      one JSON line per iteration (and one per held-out evaluation)
     maps/iter_NNNNNNNN.mrc   snapshots;   final.mrc   the result (with the data's pixel size)
+    class_NN.mrc       with classes = K > 1: each class's map (final.mrc: the most populous class's);
+                       snapshots maps/iter_NNNNNNNN_class_NN.mrc
     poses.star         per particle: most probable rotation and shift (RELION convention) + CTF columns
     checkpoints/ckpt_NNNNNNNN.npz        the last few checkpoints (running the command again resumes)
     run.log            the progress lines
@@ -25,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from recon import amplitude, checkpoint, conventions, initial, likelihood, lock, noise, priors, projection
+from recon import amplitude, checkpoint, classes, conventions, initial, likelihood, lock, noise, priors, projection
 from recon import compile_stats, junk, quadrature, sagd, sampling, report, schedules, symmetry, synthesis, views
 from recon import step as step_lib
 from recon.ctf import CTFParams
@@ -143,6 +145,19 @@ def band_noise_power(dataset: ParticleDataset, max_freq_per_angstrom: float) -> 
 
 
 def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.ndarray, float]:
+    """One random start per class (``config.classes``): ``(D, D, D)`` for one, ``(K, D, D, D)`` for several (each
+    from its own key; the first is the one-class start). Returns the volume and the typical density inside the
+    support of the first (for the prior strengths)."""
+    starts = [random_start(config, dataset, plan, c) for c in range(config.get("classes", 1))]
+    if len(starts) == 1:
+        return starts[0]
+    return np.stack([v for v, _ in starts]), starts[0][1]
+
+
+CLASS_STREAM = 1000  # fold_in constant of the random starts of classes 2..K (class 1 uses 0, as a one-class run)
+
+
+def random_start(config, dataset: ParticleDataset, plan: Plan, klass: int = 0) -> tuple[np.ndarray, float]:
     """Random spheres inside the particle radius (symmetrised under the plan's point group), scaled so that their projections carry the data's signal power
     within the first level's band (the data's power there minus the noise's, :func:`band_noise_power`): matching the power
     over the whole image would overweight the start on data whose signal lies mostly at high frequency, locking
@@ -151,12 +166,12 @@ def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.nda
     size = dataset.box_size
     radius = dataset.radius_pixels
     pixel = dataset.pixel_size_angstrom
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0 if klass == 0 else CLASS_STREAM + klass)
     unit = initial.random_spheres(key, size, radius, config.init.num_spheres)
     if len(plan.symmetry_matrices) > 1:
         unit = symmetry.symmetrise(unit, plan.symmetry_matrices)
     unit = np.asarray(unit)
-    rng = np.random.default_rng(config.seed + 1)
+    rng = np.random.default_rng(config.seed + 1 if klass == 0 else [config.seed + 1, klass])
     sample = rng.choice(plan.train, size=min(256, len(plan.train)), replace=False)
     band = 1.0 / float(plan.resolutions[0])
     data_power, band_pixels = band_power(dataset.images(np.sort(sample)), pixel, band)
@@ -293,10 +308,15 @@ class RunState:
     junk_score: np.ndarray | None = None
     junk_share: float = 0.0  # the noise class's share (recon/junk.py); 0 until the class joins
     amplitude: np.ndarray | None = None  # (N,) float32 amplitude scale (recon/amplitude.py), NaN: not estimated
+    class_log_p: np.ndarray | None = None  # (N, K) float32 log p(I | V_c) at the latest visit (K > 1), NaN: none
+    class_shares: list = dataclasses.field(default_factory=list)  # the class proportions pi (recon/classes.py)
 
     def tree(self):
-        return {"best_pose": self.best_pose, "best_level": self.best_level, "sampler": self.sampler,
+        tree = {"best_pose": self.best_pose, "best_level": self.best_level, "sampler": self.sampler,
                 "junk_score": self.junk_score, "amplitude": self.amplitude}
+        if self.class_log_p is not None:
+            tree["class_log_p"] = self.class_log_p
+        return tree
 
 
 def padded_indices(indices: np.ndarray, multiple: int) -> np.ndarray:
@@ -323,7 +343,7 @@ def sampler_capacities(config) -> dict:
 
 
 META_KEYS = ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done", "draw_slots", "draw_buffers",
-             "level_sampled", "exhaustive_seconds", "shift_disks", "stopped_at_minutes", "junk_share")
+             "level_sampled", "exhaustive_seconds", "shift_disks", "stopped_at_minutes", "junk_share", "class_shares")
 SAMPLER_STREAM = 7  # fold_in constant of the sampler's keys (the initial map uses 0)
 TRIAL_STEPS = 4  # sampled minibatches timed (after the compiling one) against the exhaustive sum's cost
 
@@ -393,6 +413,25 @@ def record_junk_scores(host, rows: np.ndarray, result) -> None:
     score = np.asarray(result.log_marginal) - np.asarray(result.log_empty)
     host.junk_score[rows[real]] = score[real]
     host.junk_share = junk.updated_share(host.junk_score, host.junk_share or junk.INITIAL_SHARE)
+
+
+def record_classes(host, rows: np.ndarray, result, min_share: float) -> None:
+    """The particles ``rows`` (padded with -1): each class's log-likelihood from ``result`` (a several-map visit's),
+    and the class proportions updated from every particle's latest (recon/classes.py)."""
+    real = rows >= 0
+    host.class_log_p[rows[real]] = np.asarray(result.log_classes)[real]
+    host.class_shares = [float(x) for x in classes.updated_shares(host.class_log_p, np.asarray(host.class_shares),
+                                                                  min_share)]
+
+
+def class_counts_line(host: RunState) -> str:
+    """The classes' proportions and particle counts (most probable class of each particle scored)."""
+    assigned, top = classes.assignments(host.class_log_p, np.asarray(host.class_shares))
+    parts = [f"class {c + 1}: {int(np.sum(assigned == c))} particles (share {100 * share:.1f} %)"
+             for c, share in enumerate(host.class_shares)]
+    scored = assigned >= 0
+    sure = float(np.median(top[scored])) if np.any(scored) else float("nan")
+    return f"classes: {'; '.join(parts)}; median class posterior {sure:.3f}"
 
 
 def record_visit(host, rows: np.ndarray, new_factors, at_iteration: int) -> None:
@@ -490,7 +529,8 @@ def config_differences(stored: dict, current: dict, prefix: str = "") -> list[st
 
 
 # Settings a run's stored config.json may lack because the run predates them, with the values that reproduce it.
-PREDATED_SETTINGS = {"junk": {"model": "off"}, "amplitude": {"model": "off"}, "noise_per_micrograph": False}
+PREDATED_SETTINGS = {"junk": {"model": "off"}, "amplitude": {"model": "off"}, "noise_per_micrograph": False,
+                     "classes": 1, "class_mixture": {"beta_start": 0.01, "anneal_fraction": 0.5, "min_share": 0.05}}
 
 
 def as_stored_run(config, workdir: str):
@@ -587,17 +627,28 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     per_level = config.schedule.iterations_per_level
     limits = likelihood.chunk_limits(jax.default_backend(), config.max_table_elements)
     local_batch = batch_size // n_devices  # particles per device per minibatch
+    anneal_iterations = int(round(config.class_mixture.anneal_fraction * levels * per_level)) \
+        if config.get("classes", 1) > 1 else 0
 
+    n_classes = check_classes(config)
     if start_volume is None:
         volume0, typical = initial_volume(config, dataset, plan)
     else:
         volume0 = np.asarray(start_volume, np.float32)
-        typical = float(volume0[initial.support_mask(dataset.box_size, dataset.radius_pixels)].mean())
+        if volume0.shape != ((n_classes,) if n_classes > 1 else ()) + (dataset.box_size,) * 3:
+            raise fail(workdir, f"the start volume has shape {volume0.shape}, not one map per class")
+        first = volume0[0] if n_classes > 1 else volume0
+        typical = float(first[initial.support_mask(dataset.box_size, dataset.radius_pixels)].mean())
         if not typical > 0:
             raise fail(workdir, "the start volume has no positive density inside the particle radius")
     symmetric = len(plan.symmetry_matrices) > 1
     jit = step_lib.replicated_jit(mesh)  # every output readable by every process (jax.distributed)
-    symmetrise_full = jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices))
+
+    def per_map(fn):
+        """``fn`` of one map applied to each class's map (``fn`` itself with one class)."""
+        return fn if n_classes == 1 else jax.vmap(fn)
+
+    symmetrise_full = jit(per_map(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices)))
     all_finite = jit(lambda v: jnp.all(jnp.isfinite(v)))
     strength = prior_strength(config, typical)
     use_sagd = config.optimizer.kind == "sagd"
@@ -617,7 +668,9 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                     draw_slots=sampler_capacities(config),
                     draw_buffers={f: 4 * k for f, k in sampler_capacities(config).items()},
                     junk_score=np.full(len(dataset), np.nan, np.float32),
-                    amplitude=np.full(len(dataset), np.nan, np.float32))
+                    amplitude=np.full(len(dataset), np.nan, np.float32),
+                    class_log_p=np.full((len(dataset), n_classes), np.nan, np.float32) if n_classes > 1 else None,
+                    class_shares=[1.0 / n_classes] * n_classes if n_classes > 1 else [])
     adapt_slots = bool(config.sampling.adapt_slots)
     use_sampling = bool(config.sampling.enabled)
 
@@ -637,6 +690,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             host.sampler = jax.tree_util.tree_map(np.array, trees["sampler"])
             host.junk_score = np.array(trees["junk_score"])
             host.amplitude = np.array(trees["amplitude"])
+            if n_classes > 1:
+                host.class_log_p = np.array(trees["class_log_p"])
             for key in META_KEYS:
                 setattr(host, key, meta.get(key, getattr(host, key)))
             progress.line(f"resumed from iteration {int(opt_state.iteration)} ({workdir}/checkpoints)")
@@ -645,12 +700,19 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                 progress.line("the run had stopped at a limit that the stop.* settings now raise: continuing")
     else:
         if writer:
-            mrc.write_map(os.path.join(workdir, "maps", "initial.mrc"), volume0, pixel)
+            mrc.write_map(os.path.join(workdir, "maps", "initial.mrc"), volume0 if n_classes == 1 else volume0[0],
+                          pixel)
+            for c in range(1, n_classes):
+                mrc.write_map(os.path.join(workdir, "maps", f"initial_class_{c + 1:02d}.mrc"), volume0[c], pixel)
         progress.line(f"{len(dataset)} particles ({len(plan.train)} train, {len(plan.heldout)} held out), "
                       f"{dataset.box_size} px at {pixel:.3g} A/px, {n_batches} minibatches of {batch_size}; "
                       f"levels {', '.join(f'{r:.1f}' for r in plan.resolutions)} A")
         for note in notes:
             progress.line(f"settings: {note}")
+        if n_classes > 1:
+            progress.line(f"{n_classes} classes, each from its own random start; class likelihoods tempered from "
+                          f"beta = {config.class_mixture.beta_start:g} to 1 over the first {anneal_iterations} "
+                          "iterations (recon/classes.py)")
 
     def output_map(volume):
         """The map as written (snapshots, final.mrc): symmetrised over every frequency when a symmetry is imposed
@@ -690,8 +752,19 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     def amplitude_on(level):
         return amplitude_from is not None and level >= amplitude_from
 
-    def batch_of(rows, slot=0, share=0.0):
-        return make_batch(dataset, rows, slot, share, host.amplitude if amplitude_from is not None else None)
+    def class_prior(beta=1.0):
+        """The batch's class prior ``(log pi, beta)`` (None with one class)."""
+        if n_classes == 1:
+            return None
+        return (jnp.log(jnp.asarray(host.class_shares, jnp.float32)), jnp.asarray(beta, jnp.float32))
+
+    def class_args():
+        """The evaluations' last arguments: the class prior at beta = 1 (none with one class)."""
+        return () if n_classes == 1 else (class_prior(),)
+
+    def batch_of(rows, slot=0, share=0.0, beta=1.0):
+        b = make_batch(dataset, rows, slot, share, host.amplitude if amplitude_from is not None else None)
+        return b._replace(class_prior=class_prior(beta))
 
     def junk_on(level):
         return junk_from is not None and level >= junk_from
@@ -709,7 +782,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         fns = step_lib.make_step_functions(grid, pixel, config.prior.kind, strength, n_batches, chunk,
                                            config.optimizer.kind, transform, config.remat,
                                            config.likelihood_kernel, s_chunk, config.likelihood_oversampling,
-                                           mesh, junk_class=junk_on(level))
+                                           mesh, junk_class=junk_on(level), classes=n_classes)
         gradient_fn = jit(fns.gradient)
         objective_fn = jit(fns.objective)
         gradient_sampled_fn = jit(fns.gradient_sampled)
@@ -721,7 +794,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             f, lv, particle_keys(config.seed, stream, it, idx)), static_argnums=4)
         record_sampled_fn = jit(level_sampler.record_sampled)
         record_exhaustive_fn = jit(level_sampler.record_exhaustive)
-        pose_fit_fn = jit(lambda v, images, ctf, poses: likelihood.batch_pose_fit(
+        pose_fit_fn = None if n_classes > 1 else jit(lambda v, images, ctf, poses: likelihood.batch_pose_fit(
             v, images, ctf, poses, grid, pixel, config.likelihood_kernel, config.likelihood_oversampling))
         eval_multiple = math.lcm(chunk, s_chunk) * n_devices
 
@@ -736,12 +809,15 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             if samples_visit(level, rows, at_iteration):
                 samples, _ = propose_fn(old, jnp.asarray(host.sampler.last_visit[safe_rows]),
                                         at_iteration, jnp.asarray(safe_rows, jnp.int32), stream)
-                res = evaluate_sampled(volume, b.images, b.ctf, step_lib.place_batch(b, mesh, samples)[1])
+                res = evaluate_sampled(volume, b.images, b.ctf, step_lib.place_batch(b, mesh, samples)[1],
+                                       *class_args())
                 new, _ = record_sampled_fn(samples, res, old)
             else:
-                res = evaluate(volume, b.images, b.ctf)
+                res = evaluate(volume, b.images, b.ctf, *class_args())
                 new, _ = record_exhaustive_fn(res, old)
             record_visit(host, rows, new, at_iteration)
+            if n_classes > 1:
+                record_classes(host, rows, res, config.class_mixture.min_share)
             if scored:
                 record_junk_scores(host, rows, res)
             if amplitude_on(level):
@@ -759,7 +835,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                 return None
             rows = padded_indices(probe, math.lcm(chunk, n_devices))
             b, _ = step_lib.place_batch(batch_of(rows), mesh)
-            exact = np.asarray(evaluate(volume, b.images, b.ctf).log_marginal)[:len(probe)]
+            exact = np.asarray(evaluate(volume, b.images, b.ctf, *class_args()).log_marginal)[:len(probe)]
             multiple = s_chunk * n_devices  # the sampled evaluation splits rows over devices, then into chunks
             total = multiple * math.ceil(8 * len(probe) / multiple)
             rows = np.resize(probe, total)
@@ -767,14 +843,14 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             samples, _ = propose_fn(gather_factors(host.sampler, rows), jnp.asarray(host.sampler.last_visit[rows]),
                                     at_iteration, jnp.asarray(key_ids, jnp.int32), 3)
             b, samples = step_lib.place_batch(batch_of(rows), mesh, samples)
-            estimate = np.asarray(evaluate_sampled(volume, b.images, b.ctf, samples).log_marginal)
+            estimate = np.asarray(evaluate_sampled(volume, b.images, b.ctf, samples, *class_args()).log_marginal)
             error = estimate - exact[np.arange(total) % len(probe)]
             scale = float(np.mean(np.abs(exact)))
             return (float(np.mean(np.abs(error))) / scale, float(np.mean(error)) / scale, total,
                     float(np.mean(np.abs(error))), float(np.mean(error)))
         # The data gradient lives within the level's band (plus the kernels' spread): symmetrise that band only.
         band = min(0.5, pixel / float(plan.resolutions[level]) + 2.0 / dataset.box_size)
-        symmetrise_fn = jit(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices, band))
+        symmetrise_fn = jit(per_map(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices, band)))
         prior_fn = jit(lambda v: (priors.energy(v, config.prior.kind, strength) / n_batches,
                                   step_lib.prior_gradient_share(v, config.prior.kind, strength, n_batches)))
         points_per_particle = rule.size
@@ -917,7 +993,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         indices = plan.batches[slot]
         t0 = time.time()
         share = (host.junk_share or junk.INITIAL_SHARE) if junk_on(level) else 0.0
-        batch = batch_of(indices, slot, share)
+        beta = classes.beta_at(iteration, anneal_iterations, config.class_mixture.beta_start)
+        batch = batch_of(indices, slot, share, beta)
         volume = opt_state.volume
         real = indices >= 0
         safe = np.where(real, indices, indices[real][0])
@@ -979,6 +1056,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         record_visit(host, indices, new_factors, iteration)
         if junk_on(level):
             record_junk_scores(host, indices, result)
+        if n_classes > 1:
+            record_classes(host, indices, result, config.class_mixture.min_share)
         if fit is not None:
             record_amplitudes(host, indices, scales_of(host.amplitude, safe), fit, config.amplitude.prior_sd)
         seconds = time.time() - t0
@@ -1005,6 +1084,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         if (device_peak := device_peak_mb()) is not None:
             record["device_peak_mb"] = device_peak
         record.update(sampling_record(sample_stats, lv.level_sampler.sizes, real, kl))
+        if n_classes > 1:
+            record["class_shares"], record["class_beta"] = list(host.class_shares), beta
         if junk_on(level):
             record["junk_share"] = host.junk_share
             record["junk_flagged"] = float(np.mean(junk.flagged(host.junk_score, host.junk_share)))
@@ -1065,8 +1146,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                           f"elapsed {format_seconds(host.elapsed)}  left ~{format_seconds(eta)}")
         if writer and schedules.due(iteration, config.output.save_map_every):
             ensure_finite_map()
-            mrc.write_map(os.path.join(workdir, "maps", f"iter_{iteration:08d}.mrc"), output_map(opt_state.volume),
-                          pixel)
+            write_maps(os.path.join(workdir, "maps", f"iter_{iteration:08d}"), output_map(opt_state.volume), pixel,
+                       "_class_")
         if (schedules.due(iteration, config.output.checkpoint_every)
                 or time.time() - last_checkpoint > 60 * config.output.checkpoint_minutes):
             save_checkpoint()
@@ -1096,10 +1177,16 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                 host.best_level[row[assigned]] = assign
         ensure_finite_map()
         if writer:
-            mrc.write_map(os.path.join(workdir, "final.mrc"), output_map(opt_state.volume), pixel)
+            final = output_map(opt_state.volume)
+            if n_classes > 1:
+                write_maps(os.path.join(workdir, "class"), final, pixel, "_")
+                final = final[int(np.argmax(host.class_shares))]
+            mrc.write_map(os.path.join(workdir, "final.mrc"), final, pixel)
             angles = write_poses(os.path.join(workdir, "poses.star"), dataset, plan, host,
                                  config.output.get("names_relative_to"), junk_from is not None,
                                  amplitude_from is not None)
+            if n_classes > 1:
+                progress.line(class_counts_line(host))
             if junk_from is not None:
                 progress.line(junk_line(host))
             if amplitude_from is not None:
@@ -1123,7 +1210,31 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     return {"iterations": iteration, "elapsed_seconds": host.elapsed, "shift_disk_angstrom": float(max(disks)),
             "heldout_rremse": host.last_rremse if math.isfinite(host.last_rremse) else None,
             "peak_rss_mb": peak_rss_mb(), "device_peak_mb": device_peak_mb(),
-            "final_map": os.path.join(workdir, "final.mrc"), "stop_reason": stop_reason}
+            "final_map": os.path.join(workdir, "final.mrc"), "stop_reason": stop_reason,
+            "class_maps": [os.path.join(workdir, f"class_{c + 1:02d}.mrc") for c in range(n_classes)] if n_classes > 1
+            else [], "class_shares": list(host.class_shares)}
+
+
+def check_classes(config) -> int:
+    """``config.classes`` (K), checked: a whole number of at least 1; several only without per-particle
+    amplitudes."""
+    k = config.get("classes", 1)
+    if not isinstance(k, int) or k < 1:
+        raise InputError(f"--config.classes={k!r}: expected a whole number of maps, at least 1")
+    if k > 1 and config.get("amplitude", {}).get("model", "off") != "off":
+        raise InputError("--config.classes > 1 and --config.amplitude.model are not supported together")
+    if k > 1 and not 0 < config.class_mixture.beta_start <= 1:
+        raise InputError(f"--config.class_mixture.beta_start={config.class_mixture.beta_start}: expected (0, 1]")
+    return k
+
+
+def write_maps(stem: str, volume: np.ndarray, pixel: float, separator: str) -> None:
+    """``STEM.mrc`` for one map; for several ``(K, D, D, D)``, ``STEM{separator}NN.mrc`` per class (from 01)."""
+    if volume.ndim == 3:
+        mrc.write_map(stem + ".mrc", volume, pixel)
+        return
+    for c, v in enumerate(volume):
+        mrc.write_map(f"{stem}{separator}{c + 1:02d}.mrc", v, pixel)
 
 
 def image_names_relative(meta, path: str, relative_to: str | None = None) -> np.ndarray:
@@ -1150,8 +1261,10 @@ def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState,
     """RELION 3.1 STAR with each particle's most probable pose and shift at its last evaluation, its CTF and the
     particle file's other columns; image names relative to ``relative_to`` (default: the file's folder). With
     ``junk_columns``, ``rlnClassNumber`` (1 particle, 2 junk: recon/junk.py, replacing any input classes) and the
-    junk score; with ``amplitude_column``, each particle's amplitude scale (1 where never estimated). Returns the
-    angles written ``(N, 3)``."""
+    junk score; with ``amplitude_column``, each particle's amplitude scale (1 where never estimated). With several
+    classes (``host.class_log_p``), ``rlnClassNumber`` is the most probable class (1..K; junk K + 1) and
+    ``rlnMaxValueProbDistribution`` its posterior probability (NaN: never scored). Returns the angles written
+    ``(N, 3)``."""
     meta = dataset.meta
     n = len(meta)
     angles = np.zeros((n, 3))
@@ -1168,7 +1281,7 @@ def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState,
         rot, tilt = quadrature.directions_to_angles(rule.directions[d])
         angles[i] = (rot, tilt, rule.inplane_degrees[p])
         origins[i] = rule.shifts_angstrom[t]
-    own = (star.JUNK_SCORE_COLUMN, star.AMPLITUDE_COLUMN)  # a previous run's scores are not this run's
+    own = (star.JUNK_SCORE_COLUMN, star.AMPLITUDE_COLUMN, star.CLASS_PROBABILITY_COLUMN)  # not this run's
     carried = {k: v for k, v in (meta.extra_columns or {}).items() if k not in own} or None
     out = dataclasses.replace(meta, angles_degrees=angles, origins_angstrom=origins, extra_columns=carried,
                               box_size=np.full(n, dataset.box_size),
@@ -1177,6 +1290,12 @@ def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState,
     if junk_columns:
         extra = {"rlnClassNumber": np.where(junk.flagged(host.junk_score, max(host.junk_share, junk.PRIOR_MIN)), 2, 1),
                  star.JUNK_SCORE_COLUMN: host.junk_score.astype(np.float64)}
+    if host.class_log_p is not None:
+        assigned, top = classes.assignments(host.class_log_p, np.asarray(host.class_shares))
+        number = np.maximum(assigned, 0) + 1
+        if junk_columns:
+            number = np.where(extra["rlnClassNumber"] == 2, len(host.class_shares) + 1, number)
+        extra["rlnClassNumber"], extra[star.CLASS_PROBABILITY_COLUMN] = number, top
     if amplitude_column:
         extra[star.AMPLITUDE_COLUMN] = scales_of(host.amplitude, np.arange(n)).astype(np.float64)
     star.write_star(path, out, image_names=image_names_relative(meta, path, relative_to), extra_columns=extra)

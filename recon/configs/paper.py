@@ -102,6 +102,12 @@ def get_config():
     c.amplitude.prior_sd = 0.3  # the scale's Gaussian prior around 1
     c.amplitude.start_level_fraction = 0.5  # estimated from this far through the levels on
 
+    c.classes = 1  # maps reconstructed at once, each from its own random start (recon/classes.py)
+    c.class_mixture = ml_collections.ConfigDict()
+    c.class_mixture.beta_start = 0.01  # the class likelihood's tempering exponent at the start, rising to 1 ...
+    c.class_mixture.anneal_fraction = 0.5  # ... geometrically over this share of the schedule's iterations
+    c.class_mixture.min_share = 0.05  # no class's proportion below this (over K; so that none dies early)
+
     c.stop = ml_collections.ConfigDict()
     c.stop.max_iterations = 5000
     c.stop.max_minutes = 0.0  # 0: no limit

@@ -8,8 +8,9 @@ import ml_collections
 
 def get_config():
     c = ml_collections.ConfigDict()
-    c.model = ""  # .pdb/.cif (optionally .gz): its density at box_size x pixel_size_angstrom
-    c.volume = ""  # .mrc: projected as it is
+    c.model = ""  # .pdb/.cif (optionally .gz): its density at box_size x pixel_size_angstrom; several: a mixture
+    c.volume = ""  # .mrc: projected as it is; several (comma-separated): a mixture
+    c.class_proportions = ""  # a mixture's shares, comma-separated (empty: equal)
     c.box_size = 0  # pixels; required with model
     c.pixel_size_angstrom = 0.0  # required with model; with volume, 0 takes the map header's
     c.num_particles = 1000
