@@ -14,9 +14,9 @@ from ``classes.beta_start`` to 1 over the first ``classes.anneal_fraction`` of t
 ``beta = 1`` it is the mixture above. Every class sees every image while ``beta`` is small, and the classes
 separate as it grows.
 
-One pose proposal per particle serves every class (importance sampling draws the same poses for each map), and
-its sampler is updated from the pose posterior marginalised over classes, so a visit costs ``K`` times a one-class
-visit's likelihood and no more sampling. ``pi`` is the mean (untempered) class responsibility of the particles'
+Each class has its own importance sampler per particle (the maps' frames are unrelated, so one map's likely poses
+say nothing of another's): a particle's sampler state for class ``c`` is row ``i K + c`` of the sampler arrays,
+updated from that class's own pose posterior, and a visit costs ``K`` times a one-class visit. ``pi`` is the mean (untempered) class responsibility of the particles'
 latest visits, each share kept at least ``classes.min_share`` (then renormalised), so that no class dies early.
 """
 
@@ -68,7 +68,7 @@ def combine(per_class, log_prior, beta):
     fields = {"log_marginal": combined_log}
     for name in per_class._fields:
         value = getattr(per_class, name)
-        if name in ("log_marginal", "log_classes") or value is None:
+        if name in ("log_marginal", "log_classes", "per_class") or value is None:
             continue
         if name == "best":
             top = jnp.argmax(resp, axis=-1)  # (B,)
@@ -76,9 +76,12 @@ def combine(per_class, log_prior, beta):
         elif name == "log_empty":
             fields[name] = value[0]
         elif name.startswith("log_phi"):  # log p(I, point | V_c) of evaluated points: mix the normalised ones
-            rel = value - per_class.log_marginal[..., None]
-            mixed = jnp.log(jnp.sum(r[..., None] * jnp.exp(jnp.maximum(rel, -80.0)) * (value > 0.5 * NEG), axis=0))
-            fields[name] = jnp.where(jnp.isfinite(mixed), mixed + combined_log[:, None], NEG)
+            import jax
+
+            used = value > 0.5 * NEG
+            rel = jnp.where(used, value - per_class.log_marginal[..., None] + jnp.log(r)[..., None], NEG)
+            fields[name] = jnp.where(jnp.any(used, axis=0), jax.nn.logsumexp(rel, axis=0) + combined_log[:, None],
+                                     NEG)
         else:
             weights = r.reshape(r.shape + (1,) * (value.ndim - 2))
             fields[name] = jnp.sum(weights * value, axis=0)

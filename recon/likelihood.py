@@ -21,7 +21,7 @@ chunks (and rematerialised in the backward pass) to bound memory.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -155,7 +155,8 @@ class ParticleResult(NamedTuple):
     shifts (n_t,), the most probable (direction, angle, shift) indices (3,), the posterior-expected squared
     residual (real-space units, over the frequencies used), log_empty ``()``: ``log p(I | V = 0)`` in the same
     units as log_marginal (the image as noise alone; filled by the batch functions), and log_classes ``(K,)``:
-    ``log p(I | V_c)`` of each map of a several-class run (recon/classes.py; None with one map)."""
+    ``log p(I | V_c)`` of each map of a several-class run (recon/classes.py; None with one map), and per_class:
+    that run's one-map results, ``K`` rows per particle (particle-major), for the per-class samplers."""
 
     log_marginal: jnp.ndarray
     post_dir: jnp.ndarray
@@ -165,6 +166,7 @@ class ParticleResult(NamedTuple):
     expected_residual: jnp.ndarray
     log_empty: jnp.ndarray = None
     log_classes: jnp.ndarray = None
+    per_class: Any = None
 
 
 def shift_phases(grid: LikelihoodGrid, pixel_size_angstrom: float, inplane_matrices=None, shifts_angstrom=None):
@@ -396,6 +398,7 @@ class SampledResult(NamedTuple):
     expected_residual: jnp.ndarray
     log_empty: jnp.ndarray = None
     log_classes: jnp.ndarray = None
+    per_class: Any = None
 
 
 def sampled_table(features: ParticleFeatures, slices, phases, grid: LikelihoodGrid, size: int):

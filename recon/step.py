@@ -137,7 +137,7 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
 
     ``classes > 1``: the volume is ``(K, D, D, D)``, one map per class, and the likelihood marginalises the class
     (recon/classes.py) with ``batch.class_prior``; ``evaluate``/``evaluate_sampled`` then take the class prior as
-    their last argument.
+    their last argument, and sample sets hold ``K`` rows per particle (each class's draws, particle-major).
 
     ``junk_class``: the data objective is the mixture of the map and noise alone (recon/junk.py) with each
     particle's prior log-odds ``batch.junk_logit``; without it, the map alone (``junk_logit`` unread).
@@ -148,11 +148,21 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
     gathered (``all_gather``), so that everything a step returns is replicated and readable by every process. The
     update and the prior run replicated."""
 
-    def over_classes(one_map, volume, class_prior, *args):
-        """``one_map`` for a single map, or the class-marginalised result of every map of ``volume``."""
+    def over_classes(one_map, volume, class_prior, images, ctf, samples=None):
+        """``one_map`` for a single map, or the class-marginalised result of every map of ``volume`` (``samples``
+        then hold ``K`` rows per particle, particle-major: each class's own draws), with the one-map results in
+        ``per_class`` (the same layout)."""
         if classes == 1:
-            return one_map(volume, *args)
-        return classes_lib.combine(jax.lax.map(lambda v: one_map(v, *args), volume), *class_prior)
+            return one_map(volume, images, ctf) if samples is None else one_map(volume, images, ctf, samples)
+        n = images.shape[0]
+        if samples is None:
+            per = jax.lax.map(lambda v: one_map(v, images, ctf), volume)
+        else:
+            by_class = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a.reshape(n, classes, *a.shape[1:]), 1, 0),
+                                              samples)
+            per = jax.lax.map(lambda vs: one_map(vs[0], images, ctf, vs[1]), (volume, by_class))
+        flat = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, 1).reshape(n * classes, *a.shape[2:]), per)
+        return classes_lib.combine(per, *class_prior)._replace(per_class=flat)
 
     def one_map_log_marginals(volume, images, ctf):
         return likelihood.batch_log_marginals(volume, images, ctf, grid, pixel_size_angstrom, chunk_size, remat,

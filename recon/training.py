@@ -530,7 +530,7 @@ def config_differences(stored: dict, current: dict, prefix: str = "") -> list[st
 
 # Settings a run's stored config.json may lack because the run predates them, with the values that reproduce it.
 PREDATED_SETTINGS = {"junk": {"model": "off"}, "amplitude": {"model": "off"}, "noise_per_micrograph": False,
-                     "classes": 1, "class_mixture": {"beta_start": 0.01, "anneal_fraction": 0.5, "min_share": 0.05}}
+                     "classes": 1, "class_mixture": {"beta_start": 1.0, "anneal_fraction": 0.5, "min_share": 0.05}}
 
 
 def as_stored_run(config, workdir: str):
@@ -664,7 +664,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         opt_state = step_lib.OptaxState(jnp.asarray(volume0), transform.init(jnp.asarray(volume0)),
                                         jnp.asarray(0, jnp.int32))
     host = RunState(best_pose=np.full((len(dataset), 3), -1, np.int32), best_level=np.full(len(dataset), -1, np.int32),
-                    sampler=sampling.init_state(len(dataset), sampler_capacities(config)),
+                    sampler=sampling.init_state(len(dataset) * n_classes, sampler_capacities(config)),
                     draw_slots=sampler_capacities(config),
                     draw_buffers={f: 4 * k for f, k in sampler_capacities(config).items()},
                     junk_score=np.full(len(dataset), np.nan, np.float32),
@@ -710,9 +710,9 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         for note in notes:
             progress.line(f"settings: {note}")
         if n_classes > 1:
-            progress.line(f"{n_classes} classes, each from its own random start; class likelihoods tempered from "
-                          f"beta = {config.class_mixture.beta_start:g} to 1 over the first {anneal_iterations} "
-                          "iterations (recon/classes.py)")
+            tempered = (f"; class likelihoods tempered from beta = {config.class_mixture.beta_start:g} to 1 over "
+                        f"the first {anneal_iterations} iterations" if config.class_mixture.beta_start < 1 else "")
+            progress.line(f"{n_classes} classes, each from its own random start{tempered} (recon/classes.py)")
 
     def output_map(volume):
         """The map as written (snapshots, final.mrc): symmetrised over every frequency when a symmetry is imposed
@@ -739,12 +739,28 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     divergence_images = dataset.images(np.sort(np.random.default_rng(config.seed + 2).choice(
         plan.train, size=min(256, len(plan.train)), replace=False)))
 
+    def sampler_rows(rows):
+        """The sampler-state rows of particles ``rows`` (padded with -1): with several classes, particle ``i``'s
+        state for class ``c`` is row ``i K + c`` (particle-major, padding -1); with one, ``rows`` themselves."""
+        if n_classes == 1:
+            return rows
+        out = rows[:, None] * n_classes + np.arange(n_classes)
+        return np.where(rows[:, None] >= 0, out, -1).ravel()
+
+    def visited(rows):
+        """Which of the particles ``rows`` have a sampler state (have been visited)."""
+        return host.sampler.last_visit[rows * n_classes] >= 0
+
+    def for_sampler(result):
+        """A visit's results in the sampler's rows (the one-map results of every class, with several)."""
+        return result if n_classes == 1 else result.per_class
+
     def samples_visit(level, rows, at_iteration):
         """Whether a visit of ``rows`` (padded with -1) at ``level`` draws from the proposals (else it sums every
         pose): sampling is on and started, the level samples, and every particle has a sampler state."""
         return (use_sampling and at_iteration >= config.sampling.start_iteration
                 and host.level_sampled.get(str(level)) != "exhaustive"
-                and bool(np.all(host.sampler.last_visit[rows[rows >= 0]] >= 0)))
+                and bool(np.all(visited(rows[rows >= 0]))))
 
     junk_from = junk_start_level(config, levels)
     amplitude_from = amplitude_start_level(config, levels)
@@ -804,18 +820,19 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             real_rows = rows >= 0
             safe_rows = np.where(real_rows, rows, rows[real_rows][0])
             b, _ = step_lib.place_batch(batch_of(rows), mesh)
-            old = gather_factors(host.sampler, safe_rows)
+            state_rows = sampler_rows(safe_rows)
+            old = gather_factors(host.sampler, state_rows)
             scored = junk_on(level)
             if samples_visit(level, rows, at_iteration):
-                samples, _ = propose_fn(old, jnp.asarray(host.sampler.last_visit[safe_rows]),
-                                        at_iteration, jnp.asarray(safe_rows, jnp.int32), stream)
+                samples, _ = propose_fn(old, jnp.asarray(host.sampler.last_visit[state_rows]),
+                                        at_iteration, jnp.asarray(state_rows, jnp.int32), stream)
                 res = evaluate_sampled(volume, b.images, b.ctf, step_lib.place_batch(b, mesh, samples)[1],
                                        *class_args())
-                new, _ = record_sampled_fn(samples, res, old)
+                new, _ = record_sampled_fn(samples, for_sampler(res), old)
             else:
                 res = evaluate(volume, b.images, b.ctf, *class_args())
-                new, _ = record_exhaustive_fn(res, old)
-            record_visit(host, rows, new, at_iteration)
+                new, _ = record_exhaustive_fn(for_sampler(res), old)
+            record_visit(host, sampler_rows(rows), new, at_iteration)
             if n_classes > 1:
                 record_classes(host, rows, res, config.class_mixture.min_share)
             if scored:
@@ -831,7 +848,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             nothing recorded) against the exhaustive sum: (mean |error|, mean error) relative to the mean |log p|,
             and the number of estimates; None while a probe particle has no sampler state."""
             probe = plan.probe
-            if not len(probe) or np.any(host.sampler.last_visit[probe] < 0):
+            if not len(probe) or not np.all(visited(probe)):
                 return None
             rows = padded_indices(probe, math.lcm(chunk, n_devices))
             b, _ = step_lib.place_batch(batch_of(rows), mesh)
@@ -840,8 +857,10 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             total = multiple * math.ceil(8 * len(probe) / multiple)
             rows = np.resize(probe, total)
             key_ids = rows + len(dataset) * (np.arange(total) // len(probe))  # a fresh draw for every repeat
-            samples, _ = propose_fn(gather_factors(host.sampler, rows), jnp.asarray(host.sampler.last_visit[rows]),
-                                    at_iteration, jnp.asarray(key_ids, jnp.int32), 3)
+            state_rows, key_ids = sampler_rows(rows), sampler_rows(key_ids)
+            samples, _ = propose_fn(gather_factors(host.sampler, state_rows),
+                                    jnp.asarray(host.sampler.last_visit[state_rows]), at_iteration,
+                                    jnp.asarray(key_ids, jnp.int32), 3)
             b, samples = step_lib.place_batch(batch_of(rows), mesh, samples)
             estimate = np.asarray(evaluate_sampled(volume, b.images, b.ctf, samples, *class_args()).log_marginal)
             error = estimate - exact[np.arange(total) % len(probe)]
@@ -871,10 +890,11 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         ``sampling.timed_trial`` a sampled level is on trial until its first minibatches are timed
         (``judge_trial``). Kept for a resumed run."""
         if str(level) not in host.level_sampled:
-            seen = plan.train[host.sampler.last_visit[plan.train] >= 0]
+            seen = plan.train[visited(plan.train)]
             if not len(seen):
                 return lv
             rows = np.sort(np.random.default_rng([config.seed, level]).choice(seen, min(512, len(seen)), False))
+            rows = sampler_rows(rows)
             measure = jax.jit(lv.level_sampler.measure)(
                 gather_factors(host.sampler, rows), jnp.asarray(host.sampler.last_visit[rows]),
                 particle_keys(config.seed, 4, iteration, jnp.asarray(rows, jnp.int32)))
@@ -939,7 +959,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         """Before a level: the shift disk widened (never narrowed) to 3.5 sigma of the particles' offsets, sigma
         from the spread of their posterior mean offsets at the last visits (``sampling.offset_sigma_angstrom``),
         at most a third of the box, so that no particle lies silently outside it."""
-        rows = plan.train[host.sampler.last_visit[plan.train] >= 0]
+        rows = sampler_rows(plan.train[visited(plan.train)])
         previous = host.shift_disks.get(str(level - 1), plan.max_shift_angstrom)
         disk = previous
         if len(rows):
@@ -998,20 +1018,21 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         volume = opt_state.volume
         real = indices >= 0
         safe = np.where(real, indices, indices[real][0])
-        old_factors = gather_factors(host.sampler, safe)
+        state_rows, state_real = sampler_rows(safe), sampler_rows(indices) >= 0
+        old_factors = gather_factors(host.sampler, state_rows)
         sampled_now = samples_visit(level, indices, iteration)
         if sampled_now:
-            samples, sample_stats = lv.propose_fn(old_factors, jnp.asarray(host.sampler.last_visit[safe]),
-                                                  iteration, jnp.asarray(safe, jnp.int32), 0)
+            samples, sample_stats = lv.propose_fn(old_factors, jnp.asarray(host.sampler.last_visit[state_rows]),
+                                                  iteration, jnp.asarray(state_rows, jnp.int32), 0)
             batch, samples = step_lib.place_batch(batch, mesh, samples)
             (data_value, result), data_grad = lv.gradient_sampled_fn(volume, batch, samples)
-            new_factors, kl = lv.record_sampled_fn(samples, result, old_factors)
+            new_factors, kl = lv.record_sampled_fn(samples, for_sampler(result), old_factors)
             batch_objective = lambda v: lv.objective_sampled_fn(v, batch, samples)  # noqa: E731
         else:
             sample_stats = None
             batch, _ = step_lib.place_batch(batch, mesh)
             (data_value, result), data_grad = lv.gradient_fn(volume, batch)
-            new_factors, kl = lv.record_exhaustive_fn(result, old_factors)
+            new_factors, kl = lv.record_exhaustive_fn(for_sampler(result), old_factors)
             batch_objective = lambda v: lv.objective_fn(v, batch)  # noqa: E731
         # the amplitude scales' pose fit with the map of this step (the update donates it)
         fit = lv.pose_fit_fn(volume, batch.images, batch.ctf, result.best) if amplitude_on(level) else None
@@ -1053,7 +1074,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         out_best = np.asarray(result.best)
         host.best_pose[indices[real]] = out_best[real]
         host.best_level[indices[real]] = level
-        record_visit(host, indices, new_factors, iteration)
+        record_visit(host, sampler_rows(indices), new_factors, iteration)
         if junk_on(level):
             record_junk_scores(host, indices, result)
         if n_classes > 1:
@@ -1083,14 +1104,14 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                   "peak_rss_mb": peak_rss_mb()}
         if (device_peak := device_peak_mb()) is not None:
             record["device_peak_mb"] = device_peak
-        record.update(sampling_record(sample_stats, lv.level_sampler.sizes, real, kl))
+        record.update(sampling_record(sample_stats, lv.level_sampler.sizes, state_real, kl))
         if n_classes > 1:
             record["class_shares"], record["class_beta"] = list(host.class_shares), beta
         if junk_on(level):
             record["junk_share"] = host.junk_share
             record["junk_flagged"] = float(np.mean(junk.flagged(host.junk_score, host.junk_share)))
         if sampled_now and adapt_slots:
-            window = (window + [{f: tuple(np.asarray(sample_stats[f"{f}_{k}"])[real] for k in
+            window = (window + [{f: tuple(np.asarray(sample_stats[f"{f}_{k}"])[state_real] for k in
                                           ("wanted", "count", "num_draws")) for f in sampling.FACTORS}])[-10:]
             if len(window) >= 5:
                 slots, buffers, changes = sampling.grow_slots(

@@ -104,7 +104,7 @@ def get_config():
 
     c.classes = 1  # maps reconstructed at once, each from its own random start (recon/classes.py)
     c.class_mixture = ml_collections.ConfigDict()
-    c.class_mixture.beta_start = 0.01  # the class likelihood's tempering exponent at the start, rising to 1 ...
+    c.class_mixture.beta_start = 1.0  # the class likelihood's tempering exponent at the start (1: none), rising to 1 ...
     c.class_mixture.anneal_fraction = 0.5  # ... geometrically over this share of the schedule's iterations
     c.class_mixture.min_share = 0.05  # no class's proportion below this (over K; so that none dies early)
 

@@ -1,0 +1,243 @@
+"""Several maps (recon/classes.py): the class-marginalised likelihood against its textbook mixture, the tempered
+objective's limits, each map's gradient against the one-map gradients weighted by hand, the posteriors mixed by
+responsibility, the proportions' EM fixed point and floor, class matching, mixtures from recon.simulate, and a run
+that sorts a two-state simulated set."""
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp, softmax
+
+import jax
+import jax.numpy as jnp
+
+from recon import classes, sampling
+from recon import step as step_lib
+from tests.test_likelihood import PIXEL, fast, problem  # noqa: F401 (fixture)
+
+
+def test_the_mixture_at_beta_one_is_the_textbook_class_marginal():
+    rng = np.random.default_rng(0)
+    log_classes = rng.normal(-300, 40, (100, 3))
+    shares = np.array([0.5, 0.3, 0.2])
+    reference = logsumexp(log_classes + np.log(shares), axis=1)
+    np.testing.assert_allclose(classes.tempered_log_marginal(log_classes, np.log(shares), 1.0), reference,
+                               rtol=1e-12)
+    np.testing.assert_allclose(classes.responsibilities(log_classes, shares),
+                               np.exp(log_classes + np.log(shares) - reference[:, None]), atol=1e-12)
+    got = classes.tempered_log_marginal(jnp.asarray(log_classes, jnp.float32), jnp.log(jnp.asarray(shares)), 1.0)
+    np.testing.assert_allclose(np.asarray(got), reference, rtol=1e-6)
+
+
+def test_the_tempered_objective_tends_to_the_share_weighted_mean_as_beta_falls():
+    """``(1 / beta) logsumexp(log pi + beta l)`` -> ``sum pi l`` as ``beta -> 0`` (first order in beta: the
+    variance term ``beta Var_pi(l) / 2``); its responsibilities tend to ``pi``."""
+    rng = np.random.default_rng(1)
+    l = rng.normal(-300, 40, (50, 2))
+    pi = np.array([0.7, 0.3])
+    beta = 1e-6
+    mean = l @ pi
+    variance = (l**2) @ pi - mean**2
+    np.testing.assert_allclose(classes.tempered_log_marginal(l, np.log(pi), beta), mean + beta * variance / 2,
+                               rtol=1e-8)
+    np.testing.assert_allclose(classes.tempered_responsibilities(l, np.log(pi), beta), np.tile(pi, (50, 1)),
+                               atol=1e-3)
+    np.testing.assert_allclose(classes.tempered_responsibilities(l, np.log(pi), 0.5),
+                               softmax(np.log(pi) + 0.5 * l, axis=1), atol=1e-12)
+
+
+def test_beta_rises_geometrically_to_one():
+    assert classes.beta_at(0, 100, 0.01) == pytest.approx(0.01)
+    assert classes.beta_at(50, 100, 0.01) == pytest.approx(0.1)
+    assert classes.beta_at(100, 100, 0.01) == 1.0 and classes.beta_at(7, 0, 0.01) == 1.0
+
+
+def _two_maps(problem):  # noqa: F811
+    vol, rule, grid, images, ctfs = problem
+    other = np.roll(vol, 2, axis=0) * 0.8  # a second map, unlike the first
+    return np.stack([vol, other]).astype(np.float32), rule, grid, images, ctfs
+
+
+def test_each_maps_gradient_is_the_one_map_gradient_times_its_tempered_responsibility(problem):  # noqa: F811
+    """d/dV_c of -(1/beta) logsumexp_c(log pi_c + beta log p(I | V_c)) = r_c d/dV_c -log p(I | V_c), r the
+    tempered responsibilities: the two-map step against the one-map gradients of each image alone, weighted by
+    hand from the one-map log-likelihoods; the objective against its textbook value."""
+    maps, rule, grid, images, ctfs = _two_maps(problem)
+    ctf = jax.tree_util.tree_map(lambda *f: jnp.asarray(np.stack(f), jnp.float32), *ctfs)
+    l = np.stack([np.asarray(fast(m, images, ctfs, grid).log_marginal, np.float64) for m in maps], axis=1)  # (B, K)
+    log_pi = np.log([0.4, 0.6])
+    beta = 0.02
+    r = softmax(log_pi + beta * l, axis=1)
+    assert np.all((r > 0.05) & (r < 0.95)), r  # both maps carry weight: the test can tell the weights apart
+    plain = step_lib.make_step_functions(grid, PIXEL, "uniform", 0.0, 1, chunk_size=2)
+    mixed = step_lib.make_step_functions(grid, PIXEL, "uniform", 0.0, 1, chunk_size=2, classes=2)
+    prior = (jnp.asarray(log_pi, jnp.float32), jnp.asarray(beta, jnp.float32))
+    batch = step_lib.Batch(jnp.asarray(images), ctf, jnp.ones(2), jnp.asarray(0), class_prior=prior)
+    (value, result), grad = mixed.gradient(jnp.asarray(maps), batch)
+    np.testing.assert_allclose(float(value), -np.sum(logsumexp(log_pi + beta * l, axis=1) / beta), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(result.log_classes), l, rtol=1e-5)
+    for c in range(2):
+        expected = 0.0
+        for i in range(2):
+            one = batch._replace(mask=jnp.asarray(np.eye(2)[i], jnp.float32), class_prior=None)
+            (_, _), g_i = plain.gradient(jnp.asarray(maps[c]), one)
+            expected = expected + r[i, c] * np.asarray(g_i)
+        np.testing.assert_allclose(np.asarray(grad[c]), expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+
+
+def test_posteriors_and_residuals_are_mixed_by_responsibility(problem):  # noqa: F811
+    """The combined pose posteriors are sum_c r_c post_c (the sampler's update), the expected residual likewise,
+    the best pose is that of the most responsible map, on the exhaustive path; on the sampled path, the evaluated
+    points' log phi are log sum_c r_c phi_c / p_c + the combined log p."""
+    maps, rule, grid, images, ctfs = _two_maps(problem)
+    ctf = jax.tree_util.tree_map(lambda *f: jnp.asarray(np.stack(f), jnp.float32), *ctfs)
+    per = [fast(m, images, ctfs, grid) for m in maps]
+    l = np.stack([np.asarray(p.log_marginal, np.float64) for p in per], axis=1)
+    log_pi = np.log([0.5, 0.5])
+    beta = 0.02
+    r = softmax(log_pi + beta * l, axis=1)
+    fns = step_lib.make_step_functions(grid, PIXEL, "uniform", 0.0, 1, chunk_size=2, classes=2)
+    prior = (jnp.asarray(log_pi, jnp.float32), jnp.asarray(beta, jnp.float32))
+    out = fns.evaluate(jnp.asarray(maps), jnp.asarray(images), ctf, prior)
+    for field in ("post_dir", "post_psi", "post_shift"):
+        expected = sum(r[:, c, None] * np.asarray(getattr(per[c], field)) for c in range(2))
+        np.testing.assert_allclose(np.asarray(getattr(out, field)), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out.expected_residual),
+                               sum(r[:, c] * np.asarray(per[c].expected_residual) for c in range(2)), rtol=1e-4)
+    top = np.argmax(r, axis=1)
+    np.testing.assert_array_equal(np.asarray(out.best), np.stack([np.asarray(per[top[i]].best[i]) for i in range(2)]))
+
+    level = sampling.make_level_sampler(rule, sampling.Settings(), {"directions": 4, "inplane": 4, "shifts": 2})
+    rows = 2 * len(images)  # each class's own draws: particle i, class c at row 2 i + c
+    factors = sampling.init_state(rows, {"directions": 4, "inplane": 4, "shifts": 2})
+    state = tuple(sampling.FactorState(*(jnp.asarray(a) for a in getattr(factors, f))) for f in sampling.FACTORS)
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.PRNGKey(0), jnp.arange(rows))
+    samples, _ = level.propose(state, jnp.full(rows, -1), keys)
+    plain = step_lib.make_step_functions(grid, PIXEL, "uniform", 0.0, 1, chunk_size=2)
+    one = [plain.evaluate_sampled(jnp.asarray(m), jnp.asarray(images), ctf,
+                                  jax.tree_util.tree_map(lambda a: a[c::2], samples)) for c, m in enumerate(maps)]
+    both = fns.evaluate_sampled(jnp.asarray(maps), jnp.asarray(images), ctf, samples, prior)
+    ls = np.stack([np.asarray(o.log_marginal, np.float64) for o in one], axis=1)
+    rs = softmax(log_pi + beta * ls, axis=1)
+    combined = logsumexp(log_pi + beta * ls, axis=1) / beta
+    np.testing.assert_allclose(np.asarray(both.log_marginal), combined, rtol=1e-5)
+    phi = np.stack([np.asarray(o.log_phi_direction, np.float64) for o in one])  # (K, B, slots)
+    used = phi[0] > -1e29
+    expected = logsumexp(np.log(rs.T)[..., None] + phi - ls.T[..., None], axis=0) + combined[:, None]
+    got = np.asarray(both.log_phi_direction, np.float64)
+    np.testing.assert_allclose(got[used], expected[used], atol=2e-3 * np.abs(expected[used]).max())
+    assert np.all(got[~used] < -1e29)
+    for c in range(2):  # the per-class results, in the samplers' rows, are each class's own
+        np.testing.assert_allclose(np.asarray(both.per_class.log_marginal)[c::2], ls[:, c], rtol=1e-5)
+
+
+def test_the_shares_are_the_em_fixed_point_and_keep_their_floor():
+    """Log-likelihoods from a known 70/30 mixture, well separated: the EM update converges to the true shares;
+    never-scored rows (NaN) do not count; a class explaining nothing keeps ``min_share``."""
+    rng = np.random.default_rng(2)
+    truth = (rng.random(4000) < 0.3).astype(int)
+    l = rng.normal(-300, 5, (4000, 2))
+    l[np.arange(4000), truth] += 40.0
+    l[:50] = np.nan
+    shares = np.array([0.5, 0.5])
+    for _ in range(20):
+        shares = classes.updated_shares(l, shares, 0.05)
+    np.testing.assert_allclose(shares, [1 - truth[50:].mean(), truth[50:].mean()], atol=1e-3)
+    dead = rng.normal(-300, 5, (500, 2))
+    dead[:, 1] -= 100.0  # class 2 explains no particle
+    np.testing.assert_allclose(classes.updated_shares(dead, np.array([0.5, 0.5]), 0.05), [0.95, 0.05])
+    np.testing.assert_allclose(classes.floored(np.array([0.9, 0.08, 0.02]), 0.05), [0.87, 0.08, 0.05][:3],
+                               atol=0.01)
+    assert classes.floored(np.array([0.9, 0.08, 0.02]), 0.05).sum() == pytest.approx(1.0)
+    assigned, top = classes.assignments(l, shares)
+    assert np.all(assigned[:50] == -1) and np.all(np.isnan(top[:50]))
+    assert np.mean(assigned[50:] == truth[50:]) > 0.99
+
+
+def test_matched_accuracy_finds_the_best_permutation():
+    truth = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    predicted = np.array([2, 2, 1, 0, 0, 1, 1, 1])  # classes renamed 0->2, 1->0, 2->1; one error
+    accuracy, match = classes.matched_accuracy(predicted, truth)
+    assert accuracy == pytest.approx(7 / 8) and match == [1, 2, 0]
+
+
+def test_simulate_writes_a_mixture_with_each_particles_true_map(tmp_path):
+    """Two maps at 70/30, noise-free: the class column follows the proportions (binomial, 4 sd), and each image is
+    the projection of its own map (rendered again here with that map alone)."""
+    import mrcfile
+
+    from recon import projection, synthesis
+    from recon.ctf import CTFParams
+    from recon.io import mrc, star
+    from tests.conftest import blob_volume
+
+    a, _ = blob_volume(24, seed=1, n_blobs=6, spread=0.15)
+    b, _ = blob_volume(24, seed=2, n_blobs=6, spread=0.15)
+    spec = synthesis.SimulationSpec(num_particles=400, snr=float("inf"), seed=3, class_proportions=(0.7, 0.3))
+    synthesis.simulate_dataset(np.stack([a, b]).astype(np.float32), 6.0, spec, str(tmp_path), log=lambda *_: None)
+    meta = star.read_star(tmp_path / "particles.star")
+    cls = np.asarray(meta.extra_columns["rlnClassNumber"]).astype(int)
+    assert set(np.unique(cls)) == {1, 2}
+    assert abs(np.mean(cls == 2) - 0.3) < 4 * np.sqrt(0.3 * 0.7 / 400)
+    with mrcfile.open(tmp_path / "particles.mrcs", permissive=True) as f:
+        stack = np.asarray(f.data)
+    render = synthesis.render_batch_fn(24, 6.0)
+    rows = np.concatenate([np.flatnonzero(cls == 1)[:3], np.flatnonzero(cls == 2)[:3]])
+    ctf = CTFParams(*(jnp.asarray(np.asarray(f)[rows], jnp.float32) for f in meta.ctf))
+    for c, volume in enumerate([a, b]):
+        images = np.asarray(render(projection.prepare_volume_ft(jnp.asarray(volume, jnp.float32)),
+                                   jnp.asarray(meta.angles_degrees[rows], jnp.float32),
+                                   jnp.asarray(meta.origins_angstrom[rows], jnp.float32), ctf))
+        own = cls[rows] == c + 1
+        np.testing.assert_allclose(stack[rows][own], images[own], atol=1e-5 * np.abs(images).max())
+        assert np.abs(stack[rows][~own] - images[~own]).max() > 0.1 * np.abs(images).max()
+    for c, volume in enumerate([a, b]):
+        np.testing.assert_array_equal(mrc.read_map(str(tmp_path / f"ground_truth_class_{c + 1:02d}.mrc"))[0],
+                                      volume.astype(np.float32))
+
+
+def test_a_run_sorts_a_two_state_set_into_two_maps(tmp_path):
+    """300 particles at SNR 1 from two unlike maps (Gaussian blobs, 60/40; recon.simulate's mixture): a two-class
+    run from random starts assigns them to two classes matching the truth for at least 90 % of particles (at this
+    SNR the right map beats the wrong one by ~|C(P_a - P_b)|^2 / 2, hundreds of nats, once the maps resemble their
+    states; the margin covers particles the tiny schedule never sees settle), writes class_01/02.mrc with each
+    class's map nearer its own truth than the other's, and poses.star's rlnClassNumber and class posterior."""
+    import os
+    import subprocess
+    import sys
+
+    from recon import metrics, synthesis
+    from recon.io import mrc, star
+    from tests.conftest import REPO, blob_volume
+    from tests.test_reconstruct import OVERRIDES
+
+    a, _ = blob_volume(24, seed=21, n_blobs=10, spread=0.17, sigma_range=(0.07, 0.1))
+    b, _ = blob_volume(24, seed=5, n_blobs=4, spread=0.25, sigma_range=(0.05, 0.08))
+    b *= np.sqrt(np.sum(a**2) / np.sum(b**2))
+    spec = synthesis.SimulationSpec(num_particles=300, snr=1.0, seed=4, shift_sigma_angstrom=4.0,
+                                    class_proportions=(0.6, 0.4))
+    synthesis.simulate_dataset(np.stack([a, b]).astype(np.float32), 6.0, spec, str(tmp_path / "data"),
+                               log=lambda *_: None)
+    workdir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "recon.reconstruct", "--particles", str(tmp_path / "data" / "particles.star"),
+         "--workdir", str(workdir), "--config", str(REPO / "experiments/configs/tiny.py"), "--quiet", *OVERRIDES,
+         "--config.classes=2"], cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+        timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    truth = np.asarray(star.read_star(tmp_path / "data" / "particles.star").extra_columns["rlnClassNumber"], int)
+    poses = star.read_star(workdir / "poses.star")
+    called = np.asarray(poses.extra_columns["rlnClassNumber"], int)
+    import starfile
+
+    probability = np.asarray(starfile.read(workdir / "poses.star")["particles"][star.CLASS_PROBABILITY_COLUMN], float)
+    assert set(np.unique(called)) <= {1, 2} and np.all((probability >= 0.5) & (probability <= 1.0))
+    accuracy, match = classes.matched_accuracy(called - 1, truth - 1)
+    assert accuracy >= 0.9, accuracy
+    maps = [mrc.read_map(str(workdir / f"class_{c + 1:02d}.mrc"))[0] for c in range(2)]
+    truths = [a, b]
+    for c in range(2):
+        own = metrics.evaluate_maps(maps[c], truths[match[c]], 6.0)[0]["correlation"]
+        other = metrics.evaluate_maps(maps[c], truths[1 - match[c]], 6.0)[0]["correlation"]
+        assert own > other, (c, own, other)
+    log = (workdir / "run.log").read_text()
+    assert "classes: class 1:" in log and os.path.exists(workdir / "final.mrc")
