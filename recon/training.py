@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import optax
 
 from recon import amplitude, checkpoint, classes, conventions, initial, likelihood, lock, noise, priors, projection
-from recon import compile_stats, junk, quadrature, sagd, sampling, report, schedules, symmetry, synthesis, views
+from recon import compile_stats, junk, metrics, quadrature, sagd, sampling, report, schedules, symmetry, synthesis
+from recon import views
 from recon import step as step_lib
 from recon.ctf import CTFParams
 from recon.data import ParticleDataset
@@ -1005,6 +1006,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                 widen_shift_disk(level)
             lv = compile_level(level)
             compiled_level, window = level, []
+            if n_classes > 1 and iteration > 0 and schedules.level_at(iteration - 1, levels, per_level) != level:
+                opt_state = level_start_maps(opt_state, pixel, plan.resolutions[level - 1], mesh)
             if adapt_slots and use_sampling and iteration >= config.sampling.start_iteration:
                 lv = size_level(lv, level, iteration)
             fresh, trial_times = True, []  # the first step after a compile is not timed
@@ -1247,6 +1250,16 @@ def check_classes(config) -> int:
     if k > 1 and not 0 < config.class_mixture.beta_start <= 1:
         raise InputError(f"--config.class_mixture.beta_start={config.class_mixture.beta_start}: expected (0, 1]")
     return k
+
+
+def level_start_maps(opt_state, pixel: float, fitted_resolution_angstrom: float, mesh):
+    """With several classes, at a level's first step: every map cut to the band it was fitted in (beyond it each
+    map holds what is left of its random start), so that no class wins or loses every particle on the new band's
+    unfitted content (seen on a two-state set: the class with more of it lost every particle at the level change
+    and never recovered). Positivity kept."""
+    volume = np.asarray(jax.device_get(opt_state.volume))
+    cut = np.stack([np.maximum(metrics.lowpass_volume(v, pixel, fitted_resolution_angstrom), 0.0) for v in volume])
+    return opt_state._replace(volume=step_lib.replicate(jnp.asarray(cut, jnp.float32), mesh))
 
 
 def write_maps(stem: str, volume: np.ndarray, pixel: float, separator: str) -> None:
