@@ -13,6 +13,11 @@ With ``config.gold_standard.enabled``, ``WORKDIR`` holds::
                  maps), with each half's held-out RREMSE (App. C, the paper's measure)
     metrics.jsonl, poses.star, run.log, report.html    shared + half 1 progress, every particle's pose from its half
 
+With several classes (``classes = K``) the shared run reconstructs K maps and each half refines all K from them
+(low-passed as above; a class keeps its number in both halves, since both start from the same class maps):
+``halfH_class_NN.mrc`` per half and class, ``class_NN.mrc`` their averages (final.mrc the most populous class's),
+and gold_standard.json holds each class's half-map FSC (``classes``).
+
 Each part resumes on its own (running the command again continues where it stopped).
 """
 
@@ -75,11 +80,14 @@ def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> 
                               config.to_json_best_effort(indent=1, sort_keys=True))
     shared_config, half_config = part_configs(config, dataset)
     shared = training.run(shared_config, dataset, os.path.join(workdir, "shared"), quiet, notes=notes)
-    start, _ = mrc.read_map(shared["final_map"])
+    several = len(shared["class_maps"]) > 1
+    starts = [mrc.read_map(p)[0] for p in (shared["class_maps"] if several else [shared["final_map"]])]
     # Only what the shared run fitted is common to the halves: its map beyond its last level and the kernels'
     # spread (the random start's fine detail) is cut, so that the halves' FSC past the split measures what each
     # half learnt on its own.
-    start = metrics.lowpass_volume(start, dataset.pixel_size_angstrom, shared_config.schedule.target_resolution_angstrom)
+    starts = [metrics.lowpass_volume(v, dataset.pixel_size_angstrom, shared_config.schedule.target_resolution_angstrom)
+              for v in starts]
+    start = np.stack(starts) if several else starts[0]
     halves = split_halves(len(dataset), config.seed)
     summaries = []
     for k, particles in enumerate(halves, start=1):
@@ -90,22 +98,39 @@ def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> 
                                                         shared["shift_disk_angstrom"])
         summaries.append(training.run(part_config, dataset, os.path.join(workdir, f"half{k}"), quiet, particles,
                                       start_volume=start))
-    maps = [mrc.read_map(s["final_map"])[0] for s in summaries]
     pixel = dataset.pixel_size_angstrom
     mask = metrics.soft_sphere_mask(dataset.box_size, dataset.box_size / 2 - 3)
-    curve = metrics.fsc(maps[0] * mask, maps[1] * mask)
     # Past the finest level's band (and the kernels' spread of 2 shells) no data reached the halves: what they
     # share there is the prior acting on similar maps, not signal, so the resolutions are read within the band.
     band_shells = dataset.box_size * pixel / float(half_config.schedule.target_resolution_angstrom) + 2.0
-    in_band = np.where(np.arange(len(curve)) <= band_shells, curve, 0.0)
+
+    def half_fsc(pair):
+        curve = metrics.fsc(pair[0] * mask, pair[1] * mask)
+        in_band = np.where(np.arange(len(curve)) <= band_shells, curve, 0.0)
+        return curve, metrics.resolution_at(in_band, pixel, 0.143), metrics.resolution_at(in_band, pixel, 0.5)
+
+    per_class = []
+    if several:
+        class_halves = [[mrc.read_map(p)[0] for p in s["class_maps"]] for s in summaries]  # [half][class]
+        shares = np.mean([s["class_shares"] for s in summaries], axis=0)
+        for c in range(len(starts)):
+            curve_c, res143, res5 = half_fsc((class_halves[0][c], class_halves[1][c]))
+            per_class.append({"class": c + 1, "share": float(shares[c]), "half_maps_fsc_0.143_angstrom": res143,
+                              "half_maps_fsc_0.5_angstrom": res5, "fsc": [float(x) for x in curve_c]})
+        main_class = int(np.argmax(shares))
+        maps = [class_halves[0][main_class], class_halves[1][main_class]]
+    else:
+        maps = [mrc.read_map(s["final_map"])[0] for s in summaries]
+    curve, res143, res5 = half_fsc(maps)
     result = {
-        "half_maps_fsc_0.143_angstrom": metrics.resolution_at(in_band, pixel, 0.143),
-        "half_maps_fsc_0.5_angstrom": metrics.resolution_at(in_band, pixel, 0.5),
+        "half_maps_fsc_0.143_angstrom": res143,
+        "half_maps_fsc_0.5_angstrom": res5,
         "data_band_angstrom": dataset.box_size * pixel / band_shells,
         "heldout_rremse_halves": [s["heldout_rremse"] for s in summaries],
         "particles_per_half": [int(len(h)) for h in halves],
         "fsc": [float(c) for c in curve],
         "frequencies_per_angstrom": [float(f) for f in metrics.shell_frequencies(dataset.box_size, pixel)[:len(curve)]],
+        **({"classes": per_class} if per_class else {}),
     }
     line = (f"gold standard: half-map FSC 0.143 at {result['half_maps_fsc_0.143_angstrom']:.2f} A (0.5 at "
             f"{result['half_maps_fsc_0.5_angstrom']:.2f} A); held-out RREMSE of the halves "
@@ -113,6 +138,15 @@ def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> 
     if writer:
         for k, vol in enumerate(maps, start=1):
             mrc.write_map(os.path.join(workdir, f"half{k}.mrc"), vol, pixel)
+        for c in range(len(per_class)):
+            for k in (0, 1):
+                mrc.write_map(os.path.join(workdir, f"half{k + 1}_class_{c + 1:02d}.mrc"), class_halves[k][c], pixel)
+            mrc.write_map(os.path.join(workdir, f"class_{c + 1:02d}.mrc"),
+                          (class_halves[0][c] + class_halves[1][c]) / 2, pixel)
+        if per_class:
+            line += "; per class (half-map FSC 0.143): " + ", ".join(
+                f"class {r['class']} {r['half_maps_fsc_0.143_angstrom']:.2f} A (share {100 * r['share']:.0f} %)"
+                for r in per_class)
         mrc.write_map(os.path.join(workdir, "final.mrc"), (maps[0] + maps[1]) / 2, pixel)
         atomic.write_text(os.path.join(workdir, "gold_standard.json"), json.dumps(result, indent=1))
         _merge_outputs(workdir, halves, shared["elapsed_seconds"], config.output.get("names_relative_to"))
@@ -121,7 +155,7 @@ def _run(config, dataset: ParticleDataset, workdir: str, quiet: bool, notes) -> 
         if not quiet:
             print(line, flush=True)
         report.write_report(workdir)
-    return {**{k: v for k, v in result.items() if k not in ("fsc", "frequencies_per_angstrom")},
+    return {**{k: v for k, v in result.items() if k not in ("fsc", "frequencies_per_angstrom", "classes")},
             "final_map": os.path.join(workdir, "final.mrc"), "half_maps": [os.path.join(workdir, "half1.mrc"),
                                                                             os.path.join(workdir, "half2.mrc")]}
 
@@ -145,9 +179,21 @@ def _merge_outputs(workdir: str, halves, shared_seconds: float, relative_to: str
     metas = [metadata.read_particles(os.path.join(workdir, f"half{k}", "poses.star")) for k in (1, 2)]
     first = np.zeros(len(metas[0]), bool)
     first[halves[0]] = True
+    extra = {k: np.where(first, v, (metas[1].extra_columns or {}).get(k, v))
+             for k, v in (metas[0].extra_columns or {}).items()}  # each particle's own half's (classes, scores)
     merged = dataclasses.replace(
         metas[0],
         angles_degrees=np.where(first[:, None], metas[0].angles_degrees, metas[1].angles_degrees),
-        origins_angstrom=np.where(first[:, None], metas[0].origins_angstrom, metas[1].origins_angstrom))
+        origins_angstrom=np.where(first[:, None], metas[0].origins_angstrom, metas[1].origins_angstrom),
+        extra_columns=extra or None)
+    own = {}
+    tables = [os.path.join(workdir, f"half{k}", "poses.star") for k in (1, 2)]
+    import starfile
+
+    halves_tables = [starfile.read(t, always_dict=True)["particles"] for t in tables]
+    if star.CLASS_PROBABILITY_COLUMN in halves_tables[0]:  # not carried by the reader: taken from each half's table
+        own[star.CLASS_PROBABILITY_COLUMN] = np.where(first, np.asarray(halves_tables[0][star.CLASS_PROBABILITY_COLUMN]),
+                                                      np.asarray(halves_tables[1][star.CLASS_PROBABILITY_COLUMN]))
     path = os.path.join(workdir, "poses.star")
-    star.write_star(path, merged, image_names=training.image_names_relative(merged, path, relative_to))
+    star.write_star(path, merged, image_names=training.image_names_relative(merged, path, relative_to),
+                    extra_columns=own or None)

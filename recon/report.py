@@ -22,7 +22,7 @@ from recon import metrics, symmetry, views
 from recon.errors import InputError, fail, user_errors_exit
 from recon.io import atomic, mrc
 
-SECTIONS = ("Summary", "Particles", "Central slices", "Isosurface", "FSC", "Held-out error and resolution",
+SECTIONS = ("Summary", "Particles", "Classes", "Central slices", "Isosurface", "FSC", "Held-out error and resolution",
             "Fraction of the quadrature evaluated", "View directions")
 
 
@@ -65,7 +65,7 @@ def run_snapshots(workdir: str) -> list[tuple[float, str, int]]:
 
     seconds = {r["iteration"]: r["seconds"] for r in read_metrics(workdir) if "iteration" in r}
     out = []
-    for path in sorted(glob.glob(os.path.join(workdir, "maps", "iter_*.mrc"))):
+    for path in sorted(glob.glob(os.path.join(workdir, "maps", "iter_" + "[0-9]" * 8 + ".mrc"))):
         iteration = int(os.path.basename(path)[5:13])
         if iteration in seconds:
             out.append((seconds[iteration], path, iteration))
@@ -266,7 +266,7 @@ def _views_section(workdir: str, symmetry_name: str = "C1") -> str:
             f"(1 = uniform).</p>{note}<img src='{_png(fig)}'>")
 
 
-def _junk_summary(workdir: str) -> dict:
+def _junk_summary(workdir: str, num_classes: int = 1) -> dict:
     """The summary's junk row where poses.star holds the noise class's calls (recon/junk.py), else nothing."""
     from recon.io import metadata, star
 
@@ -276,10 +276,60 @@ def _junk_summary(workdir: str) -> dict:
     extra = metadata.read_particles(path).extra_columns or {}
     if star.JUNK_SCORE_COLUMN not in extra or "rlnClassNumber" not in extra:
         return {}
-    flagged = np.asarray(extra["rlnClassNumber"]) == 2
+    flagged = np.asarray(extra["rlnClassNumber"]) == num_classes + 1
     return {"junk (noise alone explains them better than the map)":
-            f"{int(flagged.sum())} of {len(flagged)} particles ({100 * flagged.mean():.1f} %), rlnClassNumber 2 in "
-            "poses.star"}
+            f"{int(flagged.sum())} of {len(flagged)} particles ({100 * flagged.mean():.1f} %), rlnClassNumber "
+            f"{num_classes + 1} in poses.star"}
+
+
+def class_maps(workdir: str) -> list[np.ndarray]:
+    """A several-class run's maps (``class_NN.mrc``, or the newest ``maps/iter_N_class_NN.mrc`` while it runs);
+    empty for a one-class run."""
+    import glob
+
+    paths = sorted(glob.glob(os.path.join(workdir, "class_[0-9][0-9].mrc")))
+    if not paths:
+        snaps = sorted(glob.glob(os.path.join(workdir, "maps", "iter_*_class_[0-9][0-9].mrc")))
+        if snaps:
+            newest = os.path.basename(snaps[-1])[:13]
+            paths = [p for p in snaps if os.path.basename(p).startswith(newest)]
+    return [mrc.read_map(p)[0] for p in paths]
+
+
+def _classes_section(workdir: str, maps: list[np.ndarray], num_classes: int) -> str:
+    """Per class: particles (most probable class in poses.star), median class posterior, central slices and
+    isosurface; a note for a one-class run."""
+    import starfile
+
+    if not maps:
+        return "<p>One class (set <code>--config.classes=K</code> for several maps from one dataset).</p>"
+    counts, sure = {}, {}
+    path = os.path.join(workdir, "poses.star")
+    if os.path.exists(path):
+        table = starfile.read(path, always_dict=True)["particles"]
+        number = np.asarray(table["rlnClassNumber"], int)
+        top = np.asarray(table.get("rlnMaxValueProbDistribution", np.full(len(number), np.nan)), float)
+        for c in range(1, len(maps) + 2):
+            counts[c] = int(np.sum(number == c))
+            sure[c] = float(np.nanmedian(top[number == c])) if np.any((number == c) & np.isfinite(top)) else np.nan
+    rows = "".join(f"<tr><td>{c + 1}</td><td>{counts.get(c + 1, '?')}</td><td>{sure.get(c + 1, float('nan')):.3f}"
+                   "</td></tr>" for c in range(len(maps)))
+    if counts.get(len(maps) + 1):
+        rows += f"<tr><td>junk ({len(maps) + 1})</td><td>{counts[len(maps) + 1]}</td><td></td></tr>"
+    fig, axes = _figure(len(maps), 4, figsize=(12, 3 * len(maps)), squeeze=False)
+    for row, vol in enumerate(maps):
+        c = vol.shape[0] // 2
+        for col, (label, img) in enumerate((("xy", vol[c]), ("xz", vol[:, c]), ("yz", vol[:, :, c]))):
+            axes[row, col].imshow(img, cmap="gray", origin="lower")
+            axes[row, col].set_title(f"class {row + 1}: {label} central slice", fontsize=9)
+        axes[row, 3].imshow(rendered_views(vol)[0][0], cmap="copper", origin="lower", vmin=0, vmax=1)
+        axes[row, 3].set_title(f"class {row + 1}: surface along z", fontsize=9)
+        for ax in axes[row]:
+            ax.axis("off")
+    return (f"<p>{len(maps)} classes (class_NN.mrc; final.mrc is the most populous). Particles: those whose most "
+            "probable class it is (rlnClassNumber in poses.star); posterior: the median over them of the class "
+            "posterior's maximum (rlnMaxValueProbDistribution).</p><table><tr><th>class</th><th>particles</th>"
+            f"<th>posterior</th></tr>{rows}</table><img src='{_png(fig)}'>")
 
 
 def write_report(workdir: str, reference: str | None = None) -> str:
@@ -288,15 +338,21 @@ def write_report(workdir: str, reference: str | None = None) -> str:
     import glob
 
     final_path = os.path.join(workdir, "final.mrc")
-    snapshots = sorted(glob.glob(os.path.join(workdir, "maps", "iter_*.mrc")))
+    snapshots = sorted(glob.glob(os.path.join(workdir, "maps", "iter_" + "[0-9]" * 8 + ".mrc")))
+    several = class_maps(workdir)
     if os.path.exists(final_path):
         map_path, status = final_path, "final.mrc"
+    elif several:
+        map_path = None
+        status = "the newest snapshot of each class (the run has not finished)"
     elif snapshots:
         map_path = snapshots[-1]
         status = f"maps/{os.path.basename(map_path)} (the run has not finished: its newest snapshot)"
     else:
         raise fail(final_path, "not found, nor any snapshot in maps/ (the run has not saved a map yet, or "
                                "--workdir is not a run's folder)")
+    if map_path is None:  # a several-class run still going: its first class's newest snapshot
+        map_path = sorted(glob.glob(os.path.join(workdir, "maps", "iter_*_class_01.mrc")))[-1]
     final, pixel = mrc.read_map(map_path)
     maps = {}
     initial_path = os.path.join(workdir, "maps", "initial.mrc")
@@ -319,12 +375,14 @@ def write_report(workdir: str, reference: str | None = None) -> str:
         "final resolution level": f"{steps[-1]['resolution_angstrom']:.1f} Å" if steps else "?",
         "held-out RREMSE (last)": f"{held[-1]:.4f}" if held else "not evaluated",
         **{k: f"{v:.2f} Å" for k, v in numbers.items()},
-        **_junk_summary(workdir),
+        **({"classes": len(several)} if several else {}),
+        **_junk_summary(workdir, max(len(several), 1)),
     }
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
     body = {
         "Summary": f"<table>{rows}</table>",
         "Particles": _particles_section(workdir),
+        "Classes": _classes_section(workdir, several, len(several)),
         "Central slices": _slices(maps),
         "Isosurface": _isosurface(final),
         "FSC": fsc_html,

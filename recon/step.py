@@ -29,8 +29,8 @@ from recon.ctf import CTFParams
 class Batch(NamedTuple):
     """A padded minibatch: images ``(B, D, D)`` (normalised), ctf fields ``(B,)``, mask ``(B,)`` (1 real, 0 pad),
     batch_index ``()`` (which SAGD slot), junk_logit ``(B,)`` (the noise class's prior log-odds, recon/junk.py;
-    read only by step functions built with ``junk_class``), class_prior: ``(log pi (K,), beta ())`` of a
-    several-map run (recon/classes.py; read only by step functions built with ``classes > 1``)."""
+    read only by step functions built with ``junk_class``), class_prior: ``(log pi (B, K), beta ())`` of a
+    several-map run (each particle's class log prior) (recon/classes.py; read only by step functions built with ``classes > 1``)."""
 
     images: jnp.ndarray
     ctf: CTFParams
@@ -104,7 +104,8 @@ def place_batch(batch: Batch, mesh, samples=None):
     batch = Batch(_put(batch.images, split), jax.tree_util.tree_map(lambda a: _put(a, split), batch.ctf),
                   _put(batch.mask, split), _put(batch.batch_index, replicated),
                   None if batch.junk_logit is None else _put(batch.junk_logit, split),
-                  None if batch.class_prior is None else replicate(batch.class_prior, mesh))
+                  None if batch.class_prior is None else (_put(batch.class_prior[0], split),
+                                                          _put(batch.class_prior[1], replicated)))
     if samples is not None:
         samples = jax.tree_util.tree_map(lambda a: _put(a, split), samples)
     return batch, samples
@@ -204,7 +205,7 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
         def batch_spec(batch):
             return Batch(images=split, ctf=split, mask=split, batch_index=rep,
                          junk_logit=None if batch.junk_logit is None else split,
-                         class_prior=None if batch.class_prior is None else rep)
+                         class_prior=None if batch.class_prior is None else (split, rep))
 
         def gather(result):  # per-particle outputs of every device, in minibatch order, on every device
             return jax.tree_util.tree_map(lambda a: jax.lax.all_gather(a, PARTICLES, tiled=True), result)

@@ -531,7 +531,8 @@ def config_differences(stored: dict, current: dict, prefix: str = "") -> list[st
 
 # Settings a run's stored config.json may lack because the run predates them, with the values that reproduce it.
 PREDATED_SETTINGS = {"junk": {"model": "off"}, "amplitude": {"model": "off"}, "noise_per_micrograph": False,
-                     "classes": 1, "class_mixture": {"beta_start": 1.0, "anneal_fraction": 0.5, "min_share": 0.05}}
+                     "classes": 1, "class_mixture": {"beta_start": 1.0, "anneal_fraction": 0.5, "min_share": 0.05,
+                                       "random_split_fraction": 0.25}}
 
 
 def as_stored_run(config, workdir: str):
@@ -630,6 +631,11 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     local_batch = batch_size // n_devices  # particles per device per minibatch
     anneal_iterations = int(round(config.class_mixture.anneal_fraction * levels * per_level)) \
         if config.get("classes", 1) > 1 else 0
+    # With several classes, the first levels train each map on its own random share of the particles
+    split_levels = int(round(config.class_mixture.random_split_fraction * levels)) if config.get("classes", 1) > 1 \
+        else 0
+    split_class = np.random.default_rng([config.seed, CLASS_STREAM]).integers(config.get("classes", 1),
+                                                                                size=len(dataset))
 
     n_classes = check_classes(config)
     if start_volume is None:
@@ -713,7 +719,10 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         if n_classes > 1:
             tempered = (f"; class likelihoods tempered from beta = {config.class_mixture.beta_start:g} to 1 over "
                         f"the first {anneal_iterations} iterations" if config.class_mixture.beta_start < 1 else "")
-            progress.line(f"{n_classes} classes, each from its own random start{tempered} (recon/classes.py)")
+            split = (f"; through level {split_levels} each map learns from its own random share of the particles"
+                     if split_levels else "")
+            progress.line(f"{n_classes} classes, each from its own random start{split}{tempered} "
+                          "(recon/classes.py)")
 
     def output_map(volume):
         """The map as written (snapshots, final.mrc): symmetrised over every frequency when a symmetry is imposed
@@ -770,7 +779,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         return amplitude_from is not None and level >= amplitude_from
 
     def class_prior(beta=1.0):
-        """The batch's class prior ``(log pi, beta)`` (None with one class)."""
+        """The evaluations' class prior ``(log pi (K,), beta)`` (None with one class)."""
         if n_classes == 1:
             return None
         return (jnp.log(jnp.asarray(host.class_shares, jnp.float32)), jnp.asarray(beta, jnp.float32))
@@ -779,9 +788,18 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         """The evaluations' last arguments: the class prior at beta = 1 (none with one class)."""
         return () if n_classes == 1 else (class_prior(),)
 
-    def batch_of(rows, slot=0, share=0.0, beta=1.0):
+    def batch_of(rows, slot=0, share=0.0, beta=1.0, level=None):
+        """A minibatch of ``rows``; with several classes its per-particle class prior: the shares, or, at the
+        levels of the random split, each particle's own class alone (``split_class``)."""
         b = make_batch(dataset, rows, slot, share, host.amplitude if amplitude_from is not None else None)
-        return b._replace(class_prior=class_prior(beta))
+        if n_classes == 1:
+            return b
+        if level is not None and level < split_levels:
+            own = split_class[np.maximum(rows, 0)]
+            log_prior = np.where(own[:, None] == np.arange(n_classes), 0.0, classes.EXCLUDED)
+        else:
+            log_prior = np.broadcast_to(np.log(np.asarray(host.class_shares)), (len(rows), n_classes))
+        return b._replace(class_prior=(jnp.asarray(log_prior, jnp.float32), jnp.asarray(beta, jnp.float32)))
 
     def junk_on(level):
         return junk_from is not None and level >= junk_from
@@ -1017,7 +1035,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         t0 = time.time()
         share = (host.junk_share or junk.INITIAL_SHARE) if junk_on(level) else 0.0
         beta = classes.beta_at(iteration, anneal_iterations, config.class_mixture.beta_start)
-        batch = batch_of(indices, slot, share, beta)
+        batch = batch_of(indices, slot, share, beta, level)
         volume = opt_state.volume
         real = indices >= 0
         safe = np.where(real, indices, indices[real][0])

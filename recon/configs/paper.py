@@ -106,7 +106,9 @@ def get_config():
     c.class_mixture = ml_collections.ConfigDict()
     c.class_mixture.beta_start = 1.0  # the class likelihood's tempering exponent at the start (1: none), rising to 1 ...
     c.class_mixture.anneal_fraction = 0.5  # ... geometrically over this share of the schedule's iterations
-    c.class_mixture.min_share = 0.05  # no class's proportion below this (over K; so that none dies early)
+    c.class_mixture.min_share = 0.05  # no class's proportion below this
+    c.class_mixture.random_split_fraction = 0.25  # this share of the levels: each map fitted to its own random
+    # share of the particles (so that every map starts the competition as a fit to the data, not a random start)
 
     c.stop = ml_collections.ConfigDict()
     c.stop.max_iterations = 5000

@@ -1,0 +1,142 @@
+"""Multi-class ab initio on two-state GroEL-GroES / GroEL sets: class assignment and each class's map.
+
+    python -m experiments.multiclass --sets mix50,mix80,mix50_junk15 --out experiments/results/multiclass_cpu.json
+
+For each set: simulate it (experiments/configs/groel_mixture_data.py with the set's overrides) if its folder is
+missing; reconstruct each true class from its true poses (the oracle); run the plain command with
+``--config.classes=K`` (and, with --one_class, the same command with one class, for the time ratio) under a time
+limit; score the assignment (poses.star rlnClassNumber against the truth, after the best one-to-one matching of
+classes), each class's map against its matched truth (aligned: FSC 0.5 and correlation), and the junk recall where
+a set has junk (the share of junk particles in the class matched to junk). The JSON is rewritten after every run.
+Machine, time: 2-core CPU, up to --max_minutes per run plus a few minutes of scoring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+from absl import flags
+
+from recon import cli
+from recon.io import atomic
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = flags.FLAGS
+
+# name -> (classes K, recon.simulate overrides of experiments/configs/groel_mixture_data.py)
+SETS = {
+    "mix50": (2, {}),
+    "mix80": (2, {"class_proportions": "0.8,0.2"}),
+    "mix50_junk15": (3, {"junk_fraction": 0.15}),
+}
+
+
+def define_flags():
+    flags.DEFINE_list("sets", list(SETS), "Sets to run (names in SETS).")
+    flags.DEFINE_string("data_root", "data/multiclass", "Where the simulated sets live (made if missing).")
+    flags.DEFINE_string("run_root", "runs/multiclass", "Where the runs go (a finished run is scored, not rerun).")
+    flags.DEFINE_float("max_minutes", 40.0, "Time limit of each run (--config.stop.max_minutes).")
+    flags.DEFINE_bool("one_class", False, "Also run each set with one class (the time reference).")
+    flags.DEFINE_list("overrides", [], "Config settings for every multi-class run, KEY=VALUE.")
+    flags.DEFINE_string("out", "experiments/results/multiclass_cpu.json", "Results JSON.")
+
+
+def simulate(name: str) -> str:
+    folder = os.path.join(FLAGS.data_root, name)
+    star = os.path.join(folder, "particles.star")
+    if not os.path.exists(star):
+        args = [f"--config.{k}={v}" for k, v in SETS[name][1].items()]
+        subprocess.run([sys.executable, "-m", "recon.simulate", "--config",
+                        os.path.join(REPO, "experiments/configs/groel_mixture_data.py"), *args, "--out", folder],
+                       cwd=REPO, check=True)
+    return star
+
+
+def run(star: str, workdir: str, classes: int) -> float:
+    start = time.time()
+    extra = [f"--config.{o}" for o in FLAGS.overrides] if classes > 1 else []
+    subprocess.run([sys.executable, "-m", "recon.reconstruct", "--particles", star, "--workdir", workdir, "--quiet",
+                    f"--config.classes={classes}", f"--config.stop.max_minutes={FLAGS.max_minutes}", *extra],
+                   cwd=REPO, check=True)
+    return time.time() - start
+
+
+def oracle(star: str, truth_class: np.ndarray, klass: int, reference: np.ndarray, pixel: float) -> float:
+    """FSC 0.5 of the map backprojected from the true poses of the particles of true class ``klass``."""
+    from recon import backprojection, metrics
+    from recon.data import open_dataset
+    from recon.io import metadata
+
+    dataset = open_dataset(metadata.read_particles(star))
+    known = backprojection.reconstruct_known_poses(dataset, np.flatnonzero(truth_class == klass),
+                                                   snr=0.05 * dataset.box_size)
+    return float(metrics.evaluate_maps(known, reference, pixel, do_align=False)[0]["fsc_0.5_angstrom"])
+
+
+def score(name: str, workdir: str, star: str, classes_k: int) -> dict:
+    from recon import classes, metrics, report
+    from recon.io import metadata, mrc
+
+    folder = os.path.dirname(star)
+    truth = np.asarray(metadata.read_particles(star).extra_columns["rlnClassNumber"], int) - 1  # junk: last
+    called = np.asarray(metadata.read_particles(os.path.join(workdir, "poses.star")).extra_columns["rlnClassNumber"],
+                        int) - 1
+    accuracy, match = classes.matched_accuracy(np.minimum(called, classes_k - 1), truth)
+    maps_true = [mrc.read_map(os.path.join(folder, f"ground_truth_class_{c + 1:02d}.mrc")) for c in range(2)]
+    pixel = maps_true[0][1]
+    rows = []
+    for c in range(classes_k):
+        row = {"class": c + 1, "particles": int(np.sum(called == c)), "matched_truth": int(match[c]) + 1}
+        if match[c] < 2:  # a true map (the junk has none)
+            volume = mrc.read_map(os.path.join(workdir, f"class_{c + 1:02d}.mrc"))[0]
+            fit = metrics.evaluate_maps(volume, maps_true[match[c]][0], pixel)[0]
+            row.update({"fsc_0.5_angstrom": fit["fsc_0.5_angstrom"], "correlation": fit["correlation"],
+                        "oracle_fsc_0.5_angstrom": oracle(star, truth, match[c], maps_true[match[c]][0], pixel),
+                        "true_particles": int(np.sum(truth == match[c])),
+                        "recall": float(np.mean(called[truth == match[c]] == c))})
+        rows.append(row)
+    out = {"set": name, "classes": classes_k, "assignment_accuracy": accuracy, "per_class": rows}
+    if np.any(truth == 2):
+        junk_class = match.index(2) if 2 in match else None
+        out["junk_recall"] = float(np.mean(called[truth == 2] == junk_class)) if junk_class is not None else 0.0
+    metrics_rows = report.read_metrics(workdir)
+    out["seconds"] = metrics_rows[-1]["seconds"] if metrics_rows else None
+    out["iterations"] = max((r.get("iteration", 0) for r in metrics_rows), default=0)
+    return out
+
+
+def main(argv):
+    from recon import report
+
+    del argv
+    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.system()}",
+           "command": "python -m recon.reconstruct --particles P --workdir W --config.classes=K "
+                      f"--config.stop.max_minutes={FLAGS.max_minutes}" + "".join(f" --config.{o}"
+                                                                                for o in FLAGS.overrides),
+           "rows": []}
+    for name in FLAGS.sets:
+        classes_k = SETS[name][0]
+        star = simulate(name)
+        workdir = os.path.join(FLAGS.run_root, f"{name}_k{classes_k}")
+        wall = run(star, workdir, classes_k)
+        row = {**score(name, workdir, star, classes_k), "wall_seconds": wall}
+        if FLAGS.one_class:
+            one = os.path.join(FLAGS.run_root, f"{name}_k1")
+            run(star, one, 1)
+            row["one_class_seconds"] = report.read_metrics(one)[-1]["seconds"]
+            if row["seconds"]:
+                row["time_ratio"] = row["seconds"] / row["one_class_seconds"]
+        out["rows"].append(row)
+        atomic.write_text(FLAGS.out, json.dumps(out, indent=1))
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)
