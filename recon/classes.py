@@ -1,29 +1,30 @@
 """Several maps from one dataset: the class as one more latent variable, beside the pose.
 
-With ``K = classes > 1`` the run holds ``K`` maps ``V_1..V_K`` (one array ``(K, D, D, D)``), each from its own
-random start, and an image's likelihood marginalises class and pose:
-``log p(I) = logsumexp_c [log pi_c + log p(I | V_c)]`` with ``p(I | V_c)`` the pose-marginalised likelihood of
-:mod:`recon.likelihood` and ``pi`` the class proportions. The gradient with respect to ``V_c`` is the one-class
-gradient times the image's responsibility of class ``c``.
+With ``K = classes > 1`` the run holds ``K`` maps ``V_1..V_K`` (one array ``(K, D, D, D)``) and an image's
+likelihood marginalises class and pose: ``log p(I) = logsumexp_c [log pi_c + log p(I | V_c)]`` with
+``p(I | V_c)`` the pose-marginalised likelihood of :mod:`recon.likelihood` and ``pi`` the class proportions. The
+gradient with respect to ``V_c`` is the one-class gradient times the image's responsibility of class ``c``. ``pi``
+is the mean class responsibility of the particles' latest visits, each share kept at least
+``class_mixture.min_share`` (then renormalised), one EM step per minibatch.
 
-Early in a run the random maps explain every image about equally badly, and whichever map first resembles the
-molecule would take every image and starve the others. As cryoSPARC anneals its class similarity, the objective
-is tempered: ``L_beta(I) = (1 / beta) logsumexp_c [log pi_c + beta log p(I | V_c)]``, whose gradient weights class
-``c`` by the tempered responsibility ``softmax_c(log pi_c + beta log p(I | V_c))``. ``beta`` rises geometrically
-from ``classes.beta_start`` to 1 over the first ``classes.anneal_fraction`` of the schedule (:func:`beta_at`); at
-``beta = 1`` it is the mixture above. Every class sees every image while ``beta`` is small, and the classes
-separate as it grows.
+How the maps part. From separate random starts the maps are not equally good, and the better one takes every
+particle at once (seen on a 50/50 two-state set: the other class's share fell to its floor within the first level
+and never rose). So, as RELION's 3D classification starts its classes from one reference and random subsets of the
+particles: through the first ``class_mixture.tied_fraction`` of the levels the maps are one (one random start,
+each map stepping along the mean of their gradients: a one-class reconstruction), then for
+``class_mixture.random_split_levels`` levels each particle trains only its own class (a seeded random assignment:
+the other classes' log prior is ``EXCLUDED``), so that the maps part as fits to different shares of the data, in
+one frame; the class posteriors decide from then on. The class log-likelihoods are recorded throughout.
 
-Each class has its own importance sampler per particle (the maps' frames are unrelated, so one map's likely poses
-say nothing of another's): a particle's sampler state for class ``c`` is row ``i K + c`` of the sampler arrays,
-updated from that class's own pose posterior, and a visit costs ``K`` times a one-class visit. ``pi`` is the mean (untempered) class responsibility of the particles'
-latest visits, each share kept at least ``classes.min_share`` (then renormalised), so that no class dies early.
+Optionally (``class_mixture.beta_start < 1``; off by default: on a two-state test set every map then fitted the
+consensus and the classes never parted) the objective is tempered as cryoSPARC anneals its class similarity:
+``L_beta(I) = (1 / beta) logsumexp_c [log pi_c + beta log p(I | V_c)]``, whose gradient weights class ``c`` by
+``softmax_c(log pi_c + beta log p(I | V_c))``; ``beta`` rises geometrically to 1 over the first
+``class_mixture.anneal_fraction`` of the schedule (:func:`beta_at`).
 
-From random starts the maps are not equally good, and the better one takes every particle at once (seen on a 50/50
-two-state set: the other class's share fell to its floor within the first level and never rose). So through the
-first ``class_mixture.random_split_fraction`` of the levels each particle trains only its own class (a seeded
-random assignment: the other classes' log prior is ``EXCLUDED``), so that every map becomes a fit to a random
-share of the data before the class posteriors decide; the class log-likelihoods are recorded throughout.
+Each class has its own importance sampler per particle (one map's likely poses say nothing of another's): a
+particle's sampler state for class ``c`` is row ``i K + c`` of the sampler arrays, updated from that class's own
+pose posterior, so a visit costs ``K`` times a one-class visit.
 """
 
 from __future__ import annotations

@@ -149,10 +149,19 @@ def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.nda
     """One random start per class (``config.classes``): ``(D, D, D)`` for one, ``(K, D, D, D)`` for several (each
     from its own key; the first is the one-class start). Returns the volume and the typical density inside the
     support of the first (for the prior strengths)."""
-    starts = [random_start(config, dataset, plan, c) for c in range(config.get("classes", 1))]
+    k = config.get("classes", 1)
+    if k > 1 and tied_levels(config, len(plan.resolutions)):  # one start for all: the maps are one at first
+        volume, typical = random_start(config, dataset, plan, 0)
+        return np.repeat(volume[None], k, axis=0), typical
+    starts = [random_start(config, dataset, plan, c) for c in range(k)]
     if len(starts) == 1:
         return starts[0]
     return np.stack([v for v, _ in starts]), starts[0][1]
+
+
+def tied_levels(config, levels: int) -> int:
+    """With several classes: the first levels, at which every map is one (``class_mixture.tied_fraction``)."""
+    return int(round(config.class_mixture.get("tied_fraction", 0.0) * levels)) if config.get("classes", 1) > 1 else 0
 
 
 CLASS_STREAM = 1000  # fold_in constant of the random starts of classes 2..K (class 1 uses 0, as a one-class run)
@@ -532,7 +541,7 @@ def config_differences(stored: dict, current: dict, prefix: str = "") -> list[st
 # Settings a run's stored config.json may lack because the run predates them, with the values that reproduce it.
 PREDATED_SETTINGS = {"junk": {"model": "off"}, "amplitude": {"model": "off"}, "noise_per_micrograph": False,
                      "classes": 1, "class_mixture": {"beta_start": 1.0, "anneal_fraction": 0.5, "min_share": 0.05,
-                                       "random_split_fraction": 0.25}}
+                                       "tied_fraction": 0.5, "random_split_levels": 1}}
 
 
 def as_stored_run(config, workdir: str):
@@ -631,8 +640,10 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     local_batch = batch_size // n_devices  # particles per device per minibatch
     anneal_iterations = int(round(config.class_mixture.anneal_fraction * levels * per_level)) \
         if config.get("classes", 1) > 1 else 0
-    # With several classes, the first levels train each map on its own random share of the particles
-    split_levels = int(round(config.class_mixture.random_split_fraction * levels)) if config.get("classes", 1) > 1 \
+    # With several classes: the first levels fit one map (all tied), the next each map to its own random share of
+    # the particles (recon/classes.py)
+    tie_levels = tied_levels(config, levels)
+    split_levels = tie_levels + int(config.class_mixture.random_split_levels) if config.get("classes", 1) > 1 \
         else 0
     split_class = np.random.default_rng([config.seed, CLASS_STREAM]).integers(config.get("classes", 1),
                                                                                 size=len(dataset))
@@ -662,6 +673,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     if config.optimizer.line_search not in ("step", "minibatch"):
         raise InputError(f"unknown optimizer.line_search {config.optimizer.line_search!r} (step, minibatch)")
     sagd_direction = jit(sagd.direction)
+    tie = jit(lambda g: jnp.broadcast_to(jnp.mean(g, axis=0, keepdims=True), g.shape))
     stored_gradient = jit(sagd.stored_gradient)  # before the donated update: see sagd.stored_gradient
     transform = None if use_sagd else make_optax(config)
     if use_sagd:
@@ -719,8 +731,10 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         if n_classes > 1:
             tempered = (f"; class likelihoods tempered from beta = {config.class_mixture.beta_start:g} to 1 over "
                         f"the first {anneal_iterations} iterations" if config.class_mixture.beta_start < 1 else "")
-            split = (f"; through level {split_levels} each map learns from its own random share of the particles"
-                     if split_levels else "")
+            split = (f"; levels 1-{tie_levels}: one map for all (tied), " if tie_levels else "; ") + (
+                f"level{'s' if split_levels - tie_levels > 1 else ''} {tie_levels + 1}-{split_levels}: each map fitted "
+                f"to its own random share of the particles, then the class posteriors" if split_levels > tie_levels
+                else "then the class posteriors")
             progress.line(f"{n_classes} classes, each from its own random start{split}{tempered} "
                           "(recon/classes.py)")
 
@@ -1060,6 +1074,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         if symmetric:  # the gradient of the full-sphere objective at a symmetric map (recon/symmetry.py)
             data_grad = lv.symmetrise_fn(data_grad)
         prior_value, prior_grad = lv.prior_fn(volume)
+        if level < tie_levels:  # the maps are one: each takes the mean of their gradients
+            data_grad = tie(data_grad)
         objective = float(data_value + prior_value)
         if not math.isfinite(objective):
             raise fail(ckpt_dir, f"the objective became {objective} at iteration {iteration}; stopped, the last "

@@ -107,8 +107,8 @@ def get_config():
     c.class_mixture.beta_start = 1.0  # the class likelihood's tempering exponent at the start (1: none), rising to 1 ...
     c.class_mixture.anneal_fraction = 0.5  # ... geometrically over this share of the schedule's iterations
     c.class_mixture.min_share = 0.05  # no class's proportion below this
-    c.class_mixture.random_split_fraction = 0.25  # this share of the levels: each map fitted to its own random
-    # share of the particles (so that every map starts the competition as a fit to the data, not a random start)
+    c.class_mixture.tied_fraction = 0.5  # this share of the levels: one map for all classes (one start, tied)
+    c.class_mixture.random_split_levels = 1  # then this many levels: each map fitted to its own random share
 
     c.stop = ml_collections.ConfigDict()
     c.stop.max_iterations = 5000
