@@ -133,12 +133,14 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
                         num_batches: int, chunk_size: int = 25, optimizer: str = "sagd", optax_transform=None,
                         remat: bool = True, kernel: str = likelihood.SLICE_KERNEL,
                         sampled_chunk_size: int = 25, oversampling: int = 2, mesh=None,
-                        junk_class: bool = False, classes: int = 1) -> StepFunctions:
+                        junk_class: bool = False, classes: int = 1, tied: bool = False) -> StepFunctions:
     """Pure functions for one resolution level (jit each once).
 
     ``classes > 1``: the volume is ``(K, D, D, D)``, one map per class, and the likelihood marginalises the class
     (recon/classes.py) with ``batch.class_prior``; ``evaluate``/``evaluate_sampled`` then take the class prior as
     their last argument, and sample sets hold ``K`` rows per particle (each class's draws, particle-major).
+    ``tied``: the maps are known to be equal (recon/classes.py): the first alone is evaluated, with one sample row
+    per particle, and its results stand for every class's (the gradient reaches the first map only).
 
     ``junk_class``: the data objective is the mixture of the map and noise alone (recon/junk.py) with each
     particle's prior log-odds ``batch.junk_logit``; without it, the map alone (``junk_logit`` unread).
@@ -156,7 +158,10 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
         if classes == 1:
             return one_map(volume, images, ctf) if samples is None else one_map(volume, images, ctf, samples)
         n = images.shape[0]
-        if samples is None:
+        if tied:
+            one = one_map(volume[0], images, ctf) if samples is None else one_map(volume[0], images, ctf, samples)
+            per = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a[None], (classes,) + a.shape), one)
+        elif samples is None:
             per = jax.lax.map(lambda v: one_map(v, images, ctf), volume)
         else:
             by_class = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a.reshape(n, classes, *a.shape[1:]), 1, 0),

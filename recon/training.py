@@ -731,12 +731,14 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         if n_classes > 1:
             tempered = (f"; class likelihoods tempered from beta = {config.class_mixture.beta_start:g} to 1 over "
                         f"the first {anneal_iterations} iterations" if config.class_mixture.beta_start < 1 else "")
-            split = (f"; levels 1-{tie_levels}: one map for all (tied), " if tie_levels else "; ") + (
-                f"level{'s' if split_levels - tie_levels > 1 else ''} {tie_levels + 1}-{split_levels}: each map fitted "
-                f"to its own random share of the particles, then the class posteriors" if split_levels > tie_levels
-                else "then the class posteriors")
-            progress.line(f"{n_classes} classes, each from its own random start{split}{tempered} "
-                          "(recon/classes.py)")
+            def span(first, last):
+                return f"level {first}" if first == last else f"levels {first}-{last}"
+
+            plan_text = (f"{span(1, tie_levels)}: one map for all (one random start, tied); " if tie_levels
+                         else "each from its own random start; ")
+            if split_levels > tie_levels:
+                plan_text += f"{span(tie_levels + 1, split_levels)}: each map fitted to its own random share; "
+            progress.line(f"{n_classes} classes: {plan_text}then the class posteriors{tempered} (recon/classes.py)")
 
     def output_map(volume):
         """The map as written (snapshots, final.mrc): symmetrised over every frequency when a symmetry is imposed
@@ -763,21 +765,38 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     divergence_images = dataset.images(np.sort(np.random.default_rng(config.seed + 2).choice(
         plan.train, size=min(256, len(plan.train)), replace=False)))
 
-    def sampler_rows(rows):
-        """The sampler-state rows of particles ``rows`` (padded with -1): with several classes, particle ``i``'s
-        state for class ``c`` is row ``i K + c`` (particle-major, padding -1); with one, ``rows`` themselves."""
+    def sampler_rows(rows, level):
+        """The sampler-state rows of particles ``rows`` (padded with -1) that a visit at ``level`` draws from:
+        with several classes, particle ``i``'s state for class ``c`` is row ``i K + c`` (particle-major, padding
+        -1), and while the maps are tied only class 1's (the others hold copies); with one, ``rows`` themselves."""
         if n_classes == 1:
             return rows
+        if level < tie_levels:
+            return np.where(rows >= 0, rows * n_classes, -1)
         out = rows[:, None] * n_classes + np.arange(n_classes)
         return np.where(rows[:, None] >= 0, out, -1).ravel()
+
+    def record_sampler(rows, new, at_iteration, level):
+        """The new sampler states of particles ``rows`` (padded with -1) after a visit at ``level`` (while the
+        maps are tied, class 1's state copied to every class)."""
+        if n_classes > 1 and level < tie_levels:
+            for c in range(n_classes):
+                record_visit(host, np.where(rows >= 0, rows * n_classes + c, -1), new, at_iteration)
+        else:
+            record_visit(host, sampler_rows(rows, level), new, at_iteration)
 
     def visited(rows):
         """Which of the particles ``rows`` have a sampler state (have been visited)."""
         return host.sampler.last_visit[rows * n_classes] >= 0
 
-    def for_sampler(result):
-        """A visit's results in the sampler's rows (the one-map results of every class, with several)."""
-        return result if n_classes == 1 else result.per_class
+    def for_sampler(result, level):
+        """A visit's results in the sampler's rows (the one-map results of every class, with several; of the
+        first, while the maps are tied)."""
+        if n_classes == 1:
+            return result
+        if level < tie_levels:
+            return jax.tree_util.tree_map(lambda a: a[::n_classes], result.per_class)
+        return result.per_class
 
     def samples_visit(level, rows, at_iteration):
         """Whether a visit of ``rows`` (padded with -1) at ``level`` draws from the proposals (else it sums every
@@ -831,7 +850,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         fns = step_lib.make_step_functions(grid, pixel, config.prior.kind, strength, n_batches, chunk,
                                            config.optimizer.kind, transform, config.remat,
                                            config.likelihood_kernel, s_chunk, config.likelihood_oversampling,
-                                           mesh, junk_class=junk_on(level), classes=n_classes)
+                                           mesh, junk_class=junk_on(level), classes=n_classes,
+                                           tied=level < tie_levels)
         gradient_fn = jit(fns.gradient)
         objective_fn = jit(fns.objective)
         gradient_sampled_fn = jit(fns.gradient_sampled)
@@ -853,7 +873,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             real_rows = rows >= 0
             safe_rows = np.where(real_rows, rows, rows[real_rows][0])
             b, _ = step_lib.place_batch(batch_of(rows), mesh)
-            state_rows = sampler_rows(safe_rows)
+            state_rows = sampler_rows(safe_rows, level)
             old = gather_factors(host.sampler, state_rows)
             scored = junk_on(level)
             if samples_visit(level, rows, at_iteration):
@@ -861,11 +881,11 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                                         at_iteration, jnp.asarray(state_rows, jnp.int32), stream)
                 res = evaluate_sampled(volume, b.images, b.ctf, step_lib.place_batch(b, mesh, samples)[1],
                                        *class_args())
-                new, _ = record_sampled_fn(samples, for_sampler(res), old)
+                new, _ = record_sampled_fn(samples, for_sampler(res, level), old)
             else:
                 res = evaluate(volume, b.images, b.ctf, *class_args())
-                new, _ = record_exhaustive_fn(for_sampler(res), old)
-            record_visit(host, sampler_rows(rows), new, at_iteration)
+                new, _ = record_exhaustive_fn(for_sampler(res, level), old)
+            record_sampler(rows, new, at_iteration, level)
             if n_classes > 1:
                 record_classes(host, rows, res, config.class_mixture.min_share)
             if scored:
@@ -890,7 +910,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             total = multiple * math.ceil(8 * len(probe) / multiple)
             rows = np.resize(probe, total)
             key_ids = rows + len(dataset) * (np.arange(total) // len(probe))  # a fresh draw for every repeat
-            state_rows, key_ids = sampler_rows(rows), sampler_rows(key_ids)
+            state_rows, key_ids = sampler_rows(rows, level), sampler_rows(key_ids, level)
             samples, _ = propose_fn(gather_factors(host.sampler, state_rows),
                                     jnp.asarray(host.sampler.last_visit[state_rows]), at_iteration,
                                     jnp.asarray(key_ids, jnp.int32), 3)
@@ -927,7 +947,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             if not len(seen):
                 return lv
             rows = np.sort(np.random.default_rng([config.seed, level]).choice(seen, min(512, len(seen)), False))
-            rows = sampler_rows(rows)
+            rows = sampler_rows(rows, level)
             measure = jax.jit(lv.level_sampler.measure)(
                 gather_factors(host.sampler, rows), jnp.asarray(host.sampler.last_visit[rows]),
                 particle_keys(config.seed, 4, iteration, jnp.asarray(rows, jnp.int32)))
@@ -992,7 +1012,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         """Before a level: the shift disk widened (never narrowed) to 3.5 sigma of the particles' offsets, sigma
         from the spread of their posterior mean offsets at the last visits (``sampling.offset_sigma_angstrom``),
         at most a third of the box, so that no particle lies silently outside it."""
-        rows = sampler_rows(plan.train[visited(plan.train)])
+        rows = sampler_rows(plan.train[visited(plan.train)], level)
         previous = host.shift_disks.get(str(level - 1), plan.max_shift_angstrom)
         disk = previous
         if len(rows):
@@ -1053,7 +1073,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         volume = opt_state.volume
         real = indices >= 0
         safe = np.where(real, indices, indices[real][0])
-        state_rows, state_real = sampler_rows(safe), sampler_rows(indices) >= 0
+        state_rows, state_real = sampler_rows(safe, level), sampler_rows(indices, level) >= 0
         old_factors = gather_factors(host.sampler, state_rows)
         sampled_now = samples_visit(level, indices, iteration)
         if sampled_now:
@@ -1061,13 +1081,13 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                                                   iteration, jnp.asarray(state_rows, jnp.int32), 0)
             batch, samples = step_lib.place_batch(batch, mesh, samples)
             (data_value, result), data_grad = lv.gradient_sampled_fn(volume, batch, samples)
-            new_factors, kl = lv.record_sampled_fn(samples, for_sampler(result), old_factors)
+            new_factors, kl = lv.record_sampled_fn(samples, for_sampler(result, level), old_factors)
             batch_objective = lambda v: lv.objective_sampled_fn(v, batch, samples)  # noqa: E731
         else:
             sample_stats = None
             batch, _ = step_lib.place_batch(batch, mesh)
             (data_value, result), data_grad = lv.gradient_fn(volume, batch)
-            new_factors, kl = lv.record_exhaustive_fn(for_sampler(result), old_factors)
+            new_factors, kl = lv.record_exhaustive_fn(for_sampler(result, level), old_factors)
             batch_objective = lambda v: lv.objective_fn(v, batch)  # noqa: E731
         # the amplitude scales' pose fit with the map of this step (the update donates it)
         fit = lv.pose_fit_fn(volume, batch.images, batch.ctf, result.best) if amplitude_on(level) else None
@@ -1111,7 +1131,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         out_best = np.asarray(result.best)
         host.best_pose[indices[real]] = out_best[real]
         host.best_level[indices[real]] = level
-        record_visit(host, sampler_rows(indices), new_factors, iteration)
+        record_sampler(indices, new_factors, iteration, level)
         if junk_on(level):
             record_junk_scores(host, indices, result)
         if n_classes > 1:
