@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 NEG = -1e30
-EXCLUDED = -1e4  # the class log prior of a class a particle may not belong to (a hard assignment, finite)
+EXCLUDED = -1e30  # the class log prior of a class a particle may not belong to (its weight exactly 0)
 
 
 def _xp(*arrays):
@@ -65,8 +65,9 @@ def combine(per_class, log_prior, beta):
     """One pose result per particle from per-class results (fields with a leading class axis ``(K, B, ...)``,
     :class:`recon.likelihood.ParticleResult` or :class:`recon.likelihood.SampledResult`): the tempered objective
     as ``log_marginal``; pose posteriors, log marginals of evaluated points and expected residuals as the
-    responsibility-weighted mixtures of the classes'; the most probable pose of the most responsible class;
-    ``log_classes`` ``(B, K)``: each class's ``log p(I | V_c)``."""
+    responsibility-weighted mixtures of the classes' (exhaustive results); the most probable pose of the most
+    responsible class; ``log_classes`` ``(B, K)``: each class's ``log p(I | V_c)``. A sampled result's evaluated
+    points differ from class to class: its ``log_phi_*`` are left out (None; the samplers read ``per_class``)."""
     import jax.numpy as jnp
 
     log_classes = jnp.moveaxis(per_class.log_marginal, 0, -1)  # (B, K)
@@ -83,13 +84,8 @@ def combine(per_class, log_prior, beta):
             fields[name] = jnp.take_along_axis(jnp.moveaxis(value, 0, 1), top[:, None, None], axis=1)[:, 0]
         elif name == "log_empty":
             fields[name] = value[0]
-        elif name.startswith("log_phi"):  # log p(I, point | V_c) of evaluated points: mix the normalised ones
-            import jax
-
-            used = value > 0.5 * NEG
-            rel = jnp.where(used, value - per_class.log_marginal[..., None] + jnp.log(r)[..., None], NEG)
-            fields[name] = jnp.where(jnp.any(used, axis=0), jax.nn.logsumexp(rel, axis=0) + combined_log[:, None],
-                                     NEG)
+        elif name.startswith("log_phi"):  # each class drew its own points: per class only (``per_class``)
+            fields[name] = None
         else:
             weights = r.reshape(r.shape + (1,) * (value.ndim - 2))
             fields[name] = jnp.sum(weights * value, axis=0)

@@ -59,6 +59,8 @@ def part_configs(config, dataset: ParticleDataset):
     shared.output.final_pose_pass = False
     half = copy.deepcopy(config)
     half.gold_standard.enabled = False
+    if config.get("classes", 1) > 1:  # the shared run parts the maps; each half refines them by their posteriors
+        half.class_mixture.tied_fraction, half.class_mixture.random_split_levels = 0.0, 0
     half.schedule.start_resolution_angstrom = float(levels[len(shared_levels)])
     half.sampling.start_iteration = 0  # a particle's first visit in its half sums exhaustively anyway
     if half.schedule.get("passes_per_level") or half.sampling.get("tau0_passes"):
@@ -186,14 +188,5 @@ def _merge_outputs(workdir: str, halves, shared_seconds: float, relative_to: str
         angles_degrees=np.where(first[:, None], metas[0].angles_degrees, metas[1].angles_degrees),
         origins_angstrom=np.where(first[:, None], metas[0].origins_angstrom, metas[1].origins_angstrom),
         extra_columns=extra or None)
-    own = {}
-    tables = [os.path.join(workdir, f"half{k}", "poses.star") for k in (1, 2)]
-    import starfile
-
-    halves_tables = [starfile.read(t, always_dict=True)["particles"] for t in tables]
-    if star.CLASS_PROBABILITY_COLUMN in halves_tables[0]:  # not carried by the reader: taken from each half's table
-        own[star.CLASS_PROBABILITY_COLUMN] = np.where(first, np.asarray(halves_tables[0][star.CLASS_PROBABILITY_COLUMN]),
-                                                      np.asarray(halves_tables[1][star.CLASS_PROBABILITY_COLUMN]))
     path = os.path.join(workdir, "poses.star")
-    star.write_star(path, merged, image_names=training.image_names_relative(merged, path, relative_to),
-                    extra_columns=own or None)
+    star.write_star(path, merged, image_names=training.image_names_relative(merged, path, relative_to))

@@ -308,7 +308,7 @@ def _classes_section(workdir: str, maps: list[np.ndarray], num_classes: int) -> 
     if os.path.exists(path):
         table = starfile.read(path, always_dict=True)["particles"]
         number = np.asarray(table["rlnClassNumber"], int)
-        top = np.asarray(table.get("rlnMaxValueProbDistribution", np.full(len(number), np.nan)), float)
+        top = np.asarray(table.get("rlnReconClassPosterior", np.full(len(number), np.nan)), float)
         for c in range(1, len(maps) + 2):
             counts[c] = int(np.sum(number == c))
             sure[c] = float(np.nanmedian(top[number == c])) if np.any((number == c) & np.isfinite(top)) else np.nan
@@ -328,7 +328,7 @@ def _classes_section(workdir: str, maps: list[np.ndarray], num_classes: int) -> 
             ax.axis("off")
     return (f"<p>{len(maps)} classes (class_NN.mrc; final.mrc is the most populous). Particles: those whose most "
             "probable class it is (rlnClassNumber in poses.star); posterior: the median over them of the class "
-            "posterior's maximum (rlnMaxValueProbDistribution).</p><table><tr><th>class</th><th>particles</th>"
+            "posterior's maximum (rlnReconClassPosterior).</p><table><tr><th>class</th><th>particles</th>"
             f"<th>posterior</th></tr>{rows}</table><img src='{_png(fig)}'>")
 
 

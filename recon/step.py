@@ -140,7 +140,8 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
     (recon/classes.py) with ``batch.class_prior``; ``evaluate``/``evaluate_sampled`` then take the class prior as
     their last argument, and sample sets hold ``K`` rows per particle (each class's draws, particle-major).
     ``tied``: the maps are known to be equal (recon/classes.py): the first alone is evaluated, with one sample row
-    per particle, and its results stand for every class's (the gradient reaches the first map only).
+    per particle, and its results stand for every class's (the gradient reaches the first map only); the prior
+    counts once (each map's weighted ``1 / K``).
 
     ``junk_class``: the data objective is the mixture of the map and noise alone (recon/junk.py) with each
     particle's prior log-odds ``batch.junk_logit``; without it, the map alone (``junk_logit`` unread).
@@ -194,8 +195,8 @@ def make_step_functions(grid, pixel_size_angstrom: float, prior_kind: str, prior
             log_p = junk.mixture_log_marginal(log_p, result.log_empty, batch.junk_logit)
         return -jnp.sum(batch.mask * log_p), result
 
-    def prior_share(volume):
-        return priors.energy(volume, prior_kind, prior_strength) / num_batches
+    def prior_share(volume):  # tied: the K equal maps are one, with one prior
+        return priors.energy(volume, prior_kind, prior_strength) / num_batches / (classes if tied else 1)
 
     def local_gradient(volume, batch: Batch, samples=None):
         return jax.value_and_grad(data_objective, has_aux=True)(volume, batch, samples)

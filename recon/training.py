@@ -150,7 +150,7 @@ def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.nda
     from its own key; the first is the one-class start). Returns the volume and the typical density inside the
     support of the first (for the prior strengths)."""
     k = config.get("classes", 1)
-    if k > 1 and tied_levels(config, len(plan.resolutions)):  # one start for all: the maps are one at first
+    if k > 1 and class_phases(config, len(plan.resolutions))[1]:  # one start for all: the maps part in one frame
         volume, typical = random_start(config, dataset, plan, 0)
         return np.repeat(volume[None], k, axis=0), typical
     starts = [random_start(config, dataset, plan, c) for c in range(k)]
@@ -159,9 +159,17 @@ def initial_volume(config, dataset: ParticleDataset, plan: Plan) -> tuple[np.nda
     return np.stack([v for v, _ in starts]), starts[0][1]
 
 
-def tied_levels(config, levels: int) -> int:
-    """With several classes: the first levels, at which every map is one (``class_mixture.tied_fraction``)."""
-    return int(round(config.class_mixture.get("tied_fraction", 0.0) * levels)) if config.get("classes", 1) > 1 else 0
+def class_phases(config, levels: int) -> tuple[int, int]:
+    """With several classes (recon/classes.py): the number of levels at which the maps are tied
+    (``class_mixture.tied_fraction`` of them) and the level up to which each map fits its own random share
+    (``class_mixture.random_split_levels`` more); the last level always has the class posteriors (the random
+    shares kept before the tied levels where there are few levels); (0, 0) with one class."""
+    if config.get("classes", 1) == 1:
+        return 0, 0
+    room = max(levels - 1, 0)
+    split = min(int(config.class_mixture.get("random_split_levels", 0)), room)
+    tie = min(int(round(config.class_mixture.get("tied_fraction", 0.0) * levels)), room - split)
+    return tie, tie + split
 
 
 CLASS_STREAM = 1000  # fold_in constant of the random starts of classes 2..K (class 1 uses 0, as a one-class run)
@@ -642,9 +650,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         if config.get("classes", 1) > 1 else 0
     # With several classes: the first levels fit one map (all tied), the next each map to its own random share of
     # the particles (recon/classes.py)
-    tie_levels = tied_levels(config, levels)
-    split_levels = tie_levels + int(config.class_mixture.random_split_levels) if config.get("classes", 1) > 1 \
-        else 0
+    tie_levels, split_levels = class_phases(config, levels)
     split_class = np.random.default_rng([config.seed, CLASS_STREAM]).integers(config.get("classes", 1),
                                                                                 size=len(dataset))
 
@@ -735,7 +741,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                 return f"level {first}" if first == last else f"levels {first}-{last}"
 
             plan_text = (f"{span(1, tie_levels)}: one map for all (one random start, tied); " if tie_levels
-                         else "each from its own random start; ")
+                         else "from the maps given; " if start_volume is not None
+                         else "one random start; " if split_levels else "each from its own random start; ")
             if split_levels > tie_levels:
                 plan_text += f"{span(tie_levels + 1, split_levels)}: each map fitted to its own random share; "
             progress.line(f"{n_classes} classes: {plan_text}then the class posteriors{tempered} (recon/classes.py)")
@@ -923,10 +930,14 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         # The data gradient lives within the level's band (plus the kernels' spread): symmetrise that band only.
         band = min(0.5, pixel / float(plan.resolutions[level]) + 2.0 / dataset.box_size)
         symmetrise_fn = jit(per_map(lambda v: symmetry.symmetrise(v, plan.symmetry_matrices, band)))
-        prior_fn = jit(lambda v: (priors.energy(v, config.prior.kind, strength) / n_batches,
-                                  step_lib.prior_gradient_share(v, config.prior.kind, strength, n_batches)))
+        # while tied, the K equal maps are one map: one prior (each map's weighted 1 / K), as in step.py
+        prior_weight = 1.0 / n_classes if level < tie_levels else 1.0
+        prior_fn = jit(lambda v: (prior_weight * priors.energy(v, config.prior.kind, strength) / n_batches,
+                                  prior_weight * step_lib.prior_gradient_share(v, config.prior.kind, strength,
+                                                                               n_batches)))
         points_per_particle = rule.size
-        work_per_particle = rule.size * len(grid.freqs)  # an exhaustive sum's cost: poses x frequencies
+        # an exhaustive sum's cost: poses x frequencies (x maps evaluated)
+        work_per_particle = rule.size * len(grid.freqs) * (n_classes if level >= tie_levels else 1)
         # The objective per particle of an empty map (V = 0) in this band: half the images' band energy (unit noise).
         # A sane map scores within a few times of it; far above, the optimiser has diverged.
         empty_objective = 0.5 * band_power(divergence_images, pixel, 1.0 / plan.resolutions[level])[0]
@@ -1001,7 +1012,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             if lv_index not in level_points:
                 rule = level_quadrature(plan, lv_index, host.shift_disks.get(str(lv_index)))
                 freqs, _ = likelihood.half_plane_frequencies(dataset.box_size, pixel / plan.resolutions[lv_index])
-                level_points[lv_index] = rule.size * len(freqs)
+                level_points[lv_index] = rule.size * len(freqs) * (n_classes if lv_index >= tie_levels else 1)
         budget = FINAL_PASS_SHARE * 60 * config.stop.max_minutes
         count = sum(int(np.sum(r >= 0)) for r in rows)
         coarse = assignment_level(count, per_work, [level_points[i] for i in range(level + 1)], budget)
@@ -1094,7 +1105,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         if symmetric:  # the gradient of the full-sphere objective at a symmetric map (recon/symmetry.py)
             data_grad = lv.symmetrise_fn(data_grad)
         prior_value, prior_grad = lv.prior_fn(volume)
-        if level < tie_levels:  # the maps are one: each takes the mean of their gradients
+        if level < tie_levels:  # the maps are one: each takes the mean of their gradients (the prior: prior_fn)
             data_grad = tie(data_grad)
         objective = float(data_value + prior_value)
         if not math.isfinite(objective):
@@ -1351,7 +1362,7 @@ def write_poses(path: str, dataset: ParticleDataset, plan: Plan, host: RunState,
     ``junk_columns``, ``rlnClassNumber`` (1 particle, 2 junk: recon/junk.py, replacing any input classes) and the
     junk score; with ``amplitude_column``, each particle's amplitude scale (1 where never estimated). With several
     classes (``host.class_log_p``), ``rlnClassNumber`` is the most probable class (1..K; junk K + 1) and
-    ``rlnMaxValueProbDistribution`` its posterior probability (NaN: never scored). Returns the angles written
+    ``rlnReconClassPosterior`` its posterior probability (NaN: never scored). Returns the angles written
     ``(N, 3)``."""
     meta = dataset.meta
     n = len(meta)

@@ -85,9 +85,9 @@ def test_each_maps_gradient_is_the_one_map_gradient_times_its_tempered_responsib
 
 
 def test_posteriors_and_residuals_are_mixed_by_responsibility(problem):  # noqa: F811
-    """The combined pose posteriors are sum_c r_c post_c (the sampler's update), the expected residual likewise,
-    the best pose is that of the most responsible map, on the exhaustive path; on the sampled path, the evaluated
-    points' log phi are log sum_c r_c phi_c / p_c + the combined log p."""
+    """The combined pose posteriors are sum_c r_c post_c, the expected residual likewise, the best pose is that of
+    the most responsible map, on the exhaustive path; on the sampled path each class is evaluated at its own draws
+    (rows 2 i + c), its one-map results kept in ``per_class`` for its sampler."""
     maps, rule, grid, images, ctfs = _two_maps(problem)
     ctf = jax.tree_util.tree_map(lambda *f: jnp.asarray(np.stack(f), jnp.float32), *ctfs)
     per = [fast(m, images, ctfs, grid) for m in maps]
@@ -117,15 +117,9 @@ def test_posteriors_and_residuals_are_mixed_by_responsibility(problem):  # noqa:
                                   jax.tree_util.tree_map(lambda a: a[c::2], samples)) for c, m in enumerate(maps)]
     both = fns.evaluate_sampled(jnp.asarray(maps), jnp.asarray(images), ctf, samples, prior)
     ls = np.stack([np.asarray(o.log_marginal, np.float64) for o in one], axis=1)
-    rs = softmax(log_pi + beta * ls, axis=1)
     combined = logsumexp(log_pi + beta * ls, axis=1) / beta
     np.testing.assert_allclose(np.asarray(both.log_marginal), combined, rtol=1e-5)
-    phi = np.stack([np.asarray(o.log_phi_direction, np.float64) for o in one])  # (K, B, slots)
-    used = phi[0] > -1e29
-    expected = logsumexp(np.log(rs.T)[..., None] + phi - ls.T[..., None], axis=0) + combined[:, None]
-    got = np.asarray(both.log_phi_direction, np.float64)
-    np.testing.assert_allclose(got[used], expected[used], atol=2e-3 * np.abs(expected[used]).max())
-    assert np.all(got[~used] < -1e29)
+    assert both.log_phi_direction is None  # each class drew its own points: only per class
     for c in range(2):  # the per-class results, in the samplers' rows, are each class's own
         np.testing.assert_allclose(np.asarray(both.per_class.log_marginal)[c::2], ls[:, c], rtol=1e-5)
 
@@ -145,8 +139,9 @@ def test_the_shares_are_the_em_fixed_point_and_keep_their_floor():
     dead = rng.normal(-300, 5, (500, 2))
     dead[:, 1] -= 100.0  # class 2 explains no particle
     np.testing.assert_allclose(classes.updated_shares(dead, np.array([0.5, 0.5]), 0.05), [0.95, 0.05])
-    np.testing.assert_allclose(classes.floored(np.array([0.9, 0.08, 0.02]), 0.05), [0.87, 0.08, 0.05][:3],
-                               atol=0.01)
+    # the 0.03 below the floor taken from the others in proportion to what they hold above it (0.85 : 0.03)
+    np.testing.assert_allclose(classes.floored(np.array([0.9, 0.08, 0.02]), 0.05),
+                               [0.9 - 0.03 * 0.85 / 0.88, 0.08 - 0.03 * 0.03 / 0.88, 0.05], rtol=1e-12)
     assert classes.floored(np.array([0.9, 0.08, 0.02]), 0.05).sum() == pytest.approx(1.0)
     assigned, top = classes.assignments(l, shares)
     assert np.all(assigned[:50] == -1) and np.all(np.isnan(top[:50]))
@@ -232,8 +227,6 @@ def test_a_run_from_the_true_maps_assigns_the_classes_and_writes_them(tmp_path):
     the particles (a run that ignored the class, or weighted the wrong map, scores near the 60 % of the larger
     class); the proportions follow the truth's 60/40 within 10 points; class_01/02.mrc each stay nearer their own
     truth; the class posterior is written; run.log and the report name the classes."""
-    import starfile
-
     from recon import metrics, training
     from recon.data import open_dataset
     from recon.io import metadata, mrc, star
@@ -245,7 +238,8 @@ def test_a_run_from_the_true_maps_assigns_the_classes_and_writes_them(tmp_path):
     summary = training.run(config, dataset, str(workdir), quiet=True, start_volume=np.stack([a, b]).astype(np.float32))
     truth = np.asarray(star.read_star(tmp_path / "data" / "particles.star").extra_columns["rlnClassNumber"], int)
     called = np.asarray(star.read_star(workdir / "poses.star").extra_columns["rlnClassNumber"], int)
-    probability = np.asarray(starfile.read(workdir / "poses.star")["particles"][star.CLASS_PROBABILITY_COLUMN], float)
+    probability = np.asarray(star.read_star(workdir / "poses.star").extra_columns[star.CLASS_PROBABILITY_COLUMN],
+                             float)
     assert set(np.unique(called)) <= {1, 2} and np.all((probability >= 0.5) & (probability <= 1.0))
     accuracy, match = classes.matched_accuracy(called - 1, truth - 1)
     assert accuracy >= 0.9 and match == [0, 1], (accuracy, match)
@@ -262,7 +256,8 @@ def test_a_run_from_the_true_maps_assigns_the_classes_and_writes_them(tmp_path):
 def test_the_maps_are_one_while_tied_and_part_on_their_random_shares(tmp_path):
     """The ab initio path's first phases: through the tied levels every class's map is the same, bit for bit
     (one start, one gradient); after the level of random shares, where each particle trains its own class only,
-    they differ."""
+    they differ by more than 5 % of the map's peak (two fits to disjoint random halves of 280 particles at SNR 1
+    differ by their noise, of order 1 / sqrt(140) ~ 8 % of the signal, and by the states' shares in each half)."""
     from recon import training
     from recon.data import open_dataset
     from recon.io import metadata, mrc

@@ -47,10 +47,10 @@ IGNORED_COLUMNS = frozenset(f"rln{label}" for label in """
     AngleTiltPrior AnglePsiPrior AnglePsiFlipRatio AnglePsiFlip OriginXPrior OriginYPrior OriginXPriorAngst
     OriginYPriorAngst OriginZ OriginZAngst BeamTiltX BeamTiltY BeamTiltClass OddZernike EvenZernike MagMat00
     MagMat01 MagMat10 MagMat11 CtfIceRingDensity ParticleSelectZScore ImageSizeX ImageSizeY ImageSizeZ MicrographId
-    TomoName ReconJunkLogBayesFactor ReconAmplitudeScale""".split())
+    TomoName ReconJunkLogBayesFactor ReconAmplitudeScale ReconClassPosterior""".split())
 JUNK_SCORE_COLUMN = "rlnReconJunkLogBayesFactor"  # recon's own: log p(I | V) - log p(I | 0) (recon/junk.py)
 AMPLITUDE_COLUMN = "rlnReconAmplitudeScale"  # recon's own: the particle's amplitude scale (recon/amplitude.py)
-CLASS_PROBABILITY_COLUMN = "rlnMaxValueProbDistribution"  # RELION's: the class posterior's maximum (classes > 1)
+CLASS_PROBABILITY_COLUMN = "rlnReconClassPosterior"  # recon's own: the class posterior's maximum (classes > 1)
 
 # Not carried into the files recon writes: a previous refinement's per-particle results (the poses recon writes
 # replace them), 3D origins, and optics-level corrections a RELION 3.0 file keeps per particle.
