@@ -102,7 +102,7 @@ def get_config():
     c.amplitude.prior_sd = 0.3  # the scale's Gaussian prior around 1
     c.amplitude.start_level_fraction = 0.5  # estimated from this far through the levels on
 
-    c.classes = 1  # maps reconstructed at once, each from its own random start (recon/classes.py)
+    c.classes = 1  # maps reconstructed at once (recon/classes.py)
     c.class_mixture = ml_collections.ConfigDict()
     c.class_mixture.beta_start = 1.0  # the class likelihood's tempering exponent at the start (1: none), rising to 1 ...
     c.class_mixture.anneal_fraction = 0.5  # ... geometrically over this share of the schedule's iterations
