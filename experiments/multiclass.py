@@ -7,7 +7,8 @@ missing; reconstruct each true class from its true poses (the oracle); run the p
 ``--config.classes=K`` (and, with --one_class, the same command with one class, for the time ratio) under a time
 limit; score the assignment (poses.star rlnClassNumber against the truth, after the best one-to-one matching of
 classes), each class's map against its matched truth (aligned: FSC 0.5 and correlation), and the junk recall where
-a set has junk (the share of junk particles in the class matched to junk). The JSON is rewritten after every run.
+a set has junk (the share of junk particles in the class matched to junk); and, as the ceiling, the accuracy of
+assigning particles by the two true maps at their true poses. The JSON is rewritten after every run.
 Machine, time: 2-core CPU, up to --max_minutes per run plus a few minutes of scoring.
 """
 
@@ -79,6 +80,36 @@ def oracle(star: str, truth_class: np.ndarray, klass: int, reference: np.ndarray
     return float(metrics.evaluate_maps(known, reference, pixel, do_align=False)[0]["fsc_0.5_angstrom"])
 
 
+def known_accuracy(star: str, truth: np.ndarray, count: int = 2000) -> dict:
+    """The ceiling: each of the first ``count`` good particles assigned by the likelihood of the two true maps at
+    its true pose, shift and CTF (white noise, its variance from the residuals at the true state)."""
+    import jax.numpy as jnp
+    import mrcfile
+
+    from recon import projection, synthesis
+    from recon.ctf import CTFParams
+    from recon.io import metadata, mrc
+
+    meta = metadata.read_particles(star)
+    rows = np.flatnonzero(truth < 2)[:count]
+    folder = os.path.dirname(star)
+    maps = [mrc.read_map(os.path.join(folder, f"ground_truth_class_{c:02d}.mrc")) for c in (1, 2)]
+    pixel, size = maps[0][1], maps[0][0].shape[0]
+    render = synthesis.render_batch_fn(size, pixel)
+    ctf = CTFParams(*(jnp.asarray(np.asarray(f)[rows], jnp.float32) for f in meta.ctf))
+    with mrcfile.mmap(os.path.join(folder, "particles.mrcs"), permissive=True) as f:
+        images = np.asarray(f.data[rows], np.float64)
+    projections = [np.asarray(render(projection.prepare_volume_ft(jnp.asarray(m, jnp.float32)),
+                                     jnp.asarray(meta.angles_degrees[rows], jnp.float32),
+                                     jnp.asarray(meta.origins_angstrom[rows], jnp.float32), ctf), np.float64)
+                   for m, _ in maps]
+    residual = np.sum((images - np.stack(projections)) ** 2, axis=(2, 3))  # (2, n)
+    noise_var = np.mean(residual[truth[rows], np.arange(len(rows))]) / size**2
+    log_ratio = (residual[1] - residual[0]) / (2 * noise_var)  # log p(a) - log p(b)
+    return {"particles": int(len(rows)), "accuracy": float(np.mean((log_ratio < 0) == (truth[rows] == 1))),
+            "mean_abs_log_ratio_nats": float(np.mean(np.abs(log_ratio)))}
+
+
 def score(name: str, workdir: str, star: str, classes_k: int) -> dict:
     from recon import classes, metrics, report
     from recon.io import metadata, mrc
@@ -101,7 +132,8 @@ def score(name: str, workdir: str, star: str, classes_k: int) -> dict:
                         "true_particles": int(np.sum(truth == match[c])),
                         "recall": float(np.mean(called[truth == match[c]] == c))})
         rows.append(row)
-    out = {"set": name, "classes": classes_k, "assignment_accuracy": accuracy, "per_class": rows}
+    out = {"set": name, "classes": classes_k, "assignment_accuracy": accuracy, "per_class": rows,
+           "known_maps_and_poses": known_accuracy(star, truth)}
     if np.any(truth == 2):
         junk_class = match.index(2) if 2 in match else None
         out["junk_recall"] = float(np.mean(called[truth == 2] == junk_class)) if junk_class is not None else 0.0
