@@ -80,9 +80,10 @@ def oracle(star: str, truth_class: np.ndarray, klass: int, reference: np.ndarray
     return float(metrics.evaluate_maps(known, reference, pixel, do_align=False)[0]["fsc_0.5_angstrom"])
 
 
-def known_accuracy(star: str, truth: np.ndarray, count: int = 2000) -> dict:
+def known_accuracy(star: str, truth: np.ndarray, count: int = 2000, resolution_angstrom: float = 0.0) -> dict:
     """The ceiling: each of the first ``count`` good particles assigned by the likelihood of the two true maps at
-    its true pose, shift and CTF (white noise, its variance from the residuals at the true state)."""
+    its true pose, shift and CTF (white noise, its variance from the residuals at the true state); with
+    ``resolution_angstrom``, from the images' and projections' frequencies up to it only."""
     import jax.numpy as jnp
     import mrcfile
 
@@ -103,8 +104,16 @@ def known_accuracy(star: str, truth: np.ndarray, count: int = 2000) -> dict:
                                      jnp.asarray(meta.angles_degrees[rows], jnp.float32),
                                      jnp.asarray(meta.origins_angstrom[rows], jnp.float32), ctf), np.float64)
                    for m, _ in maps]
-    residual = np.sum((images - np.stack(projections)) ** 2, axis=(2, 3))  # (2, n)
-    noise_var = np.mean(residual[truth[rows], np.arange(len(rows))]) / size**2
+    difference = images - np.stack(projections)  # (2, n, D, D)
+    if resolution_angstrom:
+        from recon import conventions
+
+        k = np.linalg.norm(conventions.image_frequency_grid(size), axis=-1) / pixel  # 1/A
+        band = k <= 1.0 / resolution_angstrom
+        difference = conventions.centred_ifft2(conventions.centred_fft2(difference) * band).real
+    residual = np.sum(difference ** 2, axis=(2, 3))  # (2, n)
+    noise_var = np.mean(residual[truth[rows], np.arange(len(rows))]) / (size**2 if not resolution_angstrom
+                                                                         else np.sum(band))
     log_ratio = (residual[1] - residual[0]) / (2 * noise_var)  # log p(a) - log p(b)
     return {"particles": int(len(rows)), "accuracy": float(np.mean((log_ratio < 0) == (truth[rows] == 1))),
             "mean_abs_log_ratio_nats": float(np.mean(np.abs(log_ratio)))}
@@ -133,7 +142,9 @@ def score(name: str, workdir: str, star: str, classes_k: int) -> dict:
                         "recall": float(np.mean(called[truth == match[c]] == c))})
         rows.append(row)
     out = {"set": name, "classes": classes_k, "assignment_accuracy": accuracy, "per_class": rows,
-           "known_maps_and_poses": known_accuracy(star, truth)}
+           "known_maps_and_poses": known_accuracy(star, truth),
+           "known_maps_and_poses_by_resolution": {f"{r:g}": known_accuracy(star, truth, resolution_angstrom=r)
+                                                  for r in (30.0, 20.0, 15.0)}}
     if np.any(truth == 2):
         junk_class = match.index(2) if 2 in match else None
         out["junk_recall"] = float(np.mean(called[truth == 2] == junk_class)) if junk_class is not None else 0.0
