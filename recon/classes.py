@@ -31,21 +31,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from recon import conventions
+
 NEG = -1e30
 EXCLUDED = -1e30  # the class log prior of a class a particle may not belong to (its weight exactly 0)
 
 
-def _xp(*arrays):
-    """jax.numpy where any argument is a jax array (or a tracer), numpy otherwise."""
-    import jax
-    import jax.numpy as jnp
-
-    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
-
-
 def tempered_responsibilities(log_classes, log_prior, beta):
     """``softmax_c(log pi_c + beta log p(I | V_c))`` per particle: ``(B, K)``."""
-    xp = _xp(log_classes, log_prior)
+    xp = conventions.array_module(log_classes, log_prior)
     joint = log_prior + beta * log_classes
     return xp.exp(joint - _logsumexp(xp, joint))
 
@@ -57,7 +51,7 @@ def _logsumexp(xp, a):
 
 def tempered_log_marginal(log_classes, log_prior, beta):
     """``(1 / beta) logsumexp_c [log pi_c + beta log p(I | V_c)]`` per particle ``(B,)``."""
-    xp = _xp(log_classes, log_prior)
+    xp = conventions.array_module(log_classes, log_prior)
     return _logsumexp(xp, log_prior + beta * log_classes)[..., 0] / beta
 
 

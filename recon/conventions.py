@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+import jax
 import jax.numpy as jnp
 
 # ----------------------------------------------------------------------------------------------------------
@@ -38,6 +39,11 @@ def image_frequency_grid(size: int, pixel_size_angstrom: float = 1.0) -> np.ndar
     f = frequency_coordinates(size) / pixel_size_angstrom
     ky, kx = np.meshgrid(f, f, indexing="ij")
     return np.stack([kx, ky], axis=-1)
+
+
+def array_module(*arrays):
+    """jax.numpy where any argument is a jax array (or a tracer), numpy otherwise: for functions that serve both."""
+    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
 
 
 def centred_fft2(image):

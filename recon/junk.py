@@ -15,17 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from recon import conventions
+
 PRIOR_MIN = 1e-3
 PRIOR_MAX = 0.5
 INITIAL_SHARE = 0.05  # the share when the class joins, before any particle is scored
-
-
-def _xp(*arrays):
-    """jax.numpy where any argument is a jax array (or a tracer), numpy otherwise."""
-    import jax
-    import jax.numpy as jnp
-
-    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
 
 
 def logit(share: float) -> float:
@@ -35,7 +29,7 @@ def logit(share: float) -> float:
 
 def mixture_log_marginal(log_marginal, log_empty, junk_logit):
     """``log((1 - pi) p(I | V) + pi p(I | 0))`` per particle, ``pi = sigmoid(junk_logit)``."""
-    xp = _xp(log_marginal, log_empty, junk_logit)
+    xp = conventions.array_module(log_marginal, log_empty, junk_logit)
     log_keep = -xp.logaddexp(0.0, junk_logit)  # log(1 - pi)
     log_junk = -xp.logaddexp(0.0, -junk_logit)  # log pi
     return xp.logaddexp(log_marginal + log_keep, log_empty + log_junk)
@@ -43,7 +37,7 @@ def mixture_log_marginal(log_marginal, log_empty, junk_logit):
 
 def responsibility(log_bayes_factor, junk_logit):
     """Posterior probability of the noise class per particle from ``log p(I | V) - log p(I | 0)``."""
-    xp = _xp(log_bayes_factor, junk_logit)
+    xp = conventions.array_module(log_bayes_factor, junk_logit)
     return xp.exp(-xp.logaddexp(0.0, log_bayes_factor - junk_logit))  # sigmoid(logit - log BF), stable
 
 

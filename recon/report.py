@@ -20,7 +20,7 @@ import numpy as np
 
 from recon import metrics, symmetry, views
 from recon.errors import InputError, fail, user_errors_exit
-from recon.io import atomic, mrc
+from recon.io import atomic, mrc, star
 
 SECTIONS = ("Summary", "Particles", "Classes", "Central slices", "Isosurface", "FSC", "Held-out error and resolution",
             "Fraction of the quadrature evaluated", "View directions")
@@ -299,16 +299,16 @@ def class_maps(workdir: str) -> list[np.ndarray]:
 def _classes_section(workdir: str, maps: list[np.ndarray], num_classes: int) -> str:
     """Per class: particles (most probable class in poses.star), median class posterior, central slices and
     isosurface; a note for a one-class run."""
-    import starfile
+    from recon.io import metadata
 
     if not maps:
         return "<p>One class (set <code>--config.classes=K</code> for several maps from one dataset).</p>"
     counts, sure = {}, {}
     path = os.path.join(workdir, "poses.star")
     if os.path.exists(path):
-        table = starfile.read(path, always_dict=True)["particles"]
-        number = np.asarray(table["rlnClassNumber"], int)
-        top = np.asarray(table.get("rlnReconClassPosterior", np.full(len(number), np.nan)), float)
+        extra = metadata.read_particles(path).extra_columns or {}
+        number = np.asarray(extra["rlnClassNumber"], int)
+        top = np.asarray(extra.get(star.CLASS_PROBABILITY_COLUMN, np.full(len(number), np.nan)), float)
         for c in range(1, len(maps) + 2):
             counts[c] = int(np.sum(number == c))
             sure[c] = float(np.nanmedian(top[number == c])) if np.any((number == c) & np.isfinite(top)) else np.nan
