@@ -6,7 +6,9 @@ memory) of a GroEL-GroES run.
         minibatch gradient (200 particles), its matrix-product FLOPs and their rate as a fraction of the matmul rate.
     python -m experiments.engine_benchmark curve --workdir runs/groel64 --truth data/groel64/ground_truth.mrc
         FSC 0.5 / 0.143 against the truth (after alignment) of the map snapshots of a run, against wall time
-        (--snapshots FOLDER instead of --workdir: the files experiments/gpu_paper_sized.sh brings back).
+        (--snapshots FOLDER instead of --workdir: the files experiments/gpu_paper_sized.sh brings back), the first
+        time each of 30 / 20 / 15 / 10 A was reached, and per level (from metrics.jsonl) particles/s and the fraction
+        of poses evaluated.
 
 Both print JSON and save it (--out, default experiments/results/engine_WHAT_cpu.json). Run from the repository
 root; any machine (CPU or one GPU).
@@ -121,6 +123,28 @@ def unpack_snapshots(folder: str, pixel: float) -> str:
     return work
 
 
+def levels_from_metrics(records: list[dict]) -> list[dict]:
+    """Per level of a run, from its metrics.jsonl records (one per iteration): the resolution, the iterations, the
+    median particles per second and the fraction of poses evaluated at the level's last iteration."""
+    levels = {}
+    for r in records:
+        if "level" in r and "particles_per_second" in r:
+            levels.setdefault(r["level"], []).append(r)
+    return [{"level": level, "resolution_angstrom": rs[-1]["resolution_angstrom"], "iterations": len(rs),
+             "particles_per_second_median": float(np.median([r["particles_per_second"] for r in rs])),
+             "fraction_evaluated_last": rs[-1].get("fraction_evaluated")}
+            for level, rs in sorted(levels.items())]
+
+
+def seconds_to_resolution(points: list[dict], resolutions_angstrom=(30.0, 20.0, 15.0, 10.0)) -> dict:
+    """The first snapshot's seconds at or below each FSC 0.5 resolution (None where none reached it)."""
+    out = {}
+    for target in resolutions_angstrom:
+        hits = [p["seconds"] for p in points if p["fsc_0.5_angstrom"] <= target]
+        out[f"{target:g}"] = min(hits) if hits else None
+    return out
+
+
 def curve(truth_path: str, workdir: str, snapshots: str | None, max_points: int) -> dict:
     from recon import report
     from recon.io import mrc
@@ -129,8 +153,10 @@ def curve(truth_path: str, workdir: str, snapshots: str | None, max_points: int)
     if snapshots:
         workdir = unpack_snapshots(snapshots, pixel)
     points = report.resolution_curve(workdir, truth, max_points, log=lambda line: print(line, flush=True))
-    peak = max((r.get("peak_rss_mb", 0) for r in report.read_metrics(workdir)), default=None)
-    return {"machine": machine(), "workdir": workdir, "points": points, "peak_rss_mb": peak}
+    records = report.read_metrics(workdir)
+    peak = max((r.get("peak_rss_mb", 0) for r in records), default=None)
+    return {"machine": machine(), "workdir": workdir, "points": points, "peak_rss_mb": peak,
+            "seconds_to_fsc_0.5": seconds_to_resolution(points), "levels": levels_from_metrics(records)}
 
 
 @user_errors_exit

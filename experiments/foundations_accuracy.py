@@ -19,13 +19,13 @@ import scipy.ndimage
 from absl import flags
 
 from experiments.engine_benchmark import machine
+from recon.blobs import analytic_projection, blob_volume
 from recon import backprojection, cli, conventions as cv, density, metrics, projection as pj, synthesis
 from recon.errors import InputError, user_errors_exit
 from recon.io import atomic
 from recon.ctf import ctf_value
 from recon.data import open_dataset
 from recon.io import metadata
-from tests.conftest import analytic_projection, blob_volume
 
 FLAGS = flags.FLAGS
 POSES = [(0.0, 0.0, 0.0), (30.0, 60.0, -20.0), (123.0, 100.0, 45.0), (-70.0, 150.0, 200.0), (10.0, 90.0, 90.0)]

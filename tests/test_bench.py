@@ -91,3 +91,22 @@ def test_bench_run_stage_and_budget(finished_run, dataset_dir, tmp_path):  # noq
     elapsed = {m["iteration"]: m["seconds"] for m in metrics if "seconds" in m}
     assert timing["points"] and all(abs(p["seconds"] - elapsed[p["iteration"]]) < 1e-6 for p in timing["points"])
     assert timing["run_peak_rss_mb"] == max(m["peak_rss_mb"] for m in metrics if "peak_rss_mb" in m)
+
+
+def test_curve_levels_and_times_from_records():
+    """engine_benchmark curve's per-level summary and first times, on hand-made records and points: medians,
+    counts, the last fraction evaluated of each level, and records without a level (held-out, final) ignored."""
+    from experiments.engine_benchmark import levels_from_metrics, seconds_to_resolution
+
+    records = [{"level": 0, "resolution_angstrom": 40.0, "particles_per_second": p, "fraction_evaluated": 1.0}
+               for p in (10.0, 30.0, 20.0)]
+    records += [{"heldout_rremse": 1.01}, {"level": 1, "resolution_angstrom": 30.0, "particles_per_second": 50.0,
+                                           "fraction_evaluated": 0.2},
+                {"level": 1, "resolution_angstrom": 30.0, "particles_per_second": 70.0, "fraction_evaluated": 0.05}]
+    levels = levels_from_metrics(records)
+    assert [(r["level"], r["iterations"]) for r in levels] == [(0, 3), (1, 2)]
+    assert levels[0]["particles_per_second_median"] == 20.0 and levels[1]["particles_per_second_median"] == 60.0
+    assert levels[0]["fraction_evaluated_last"] == 1.0 and levels[1]["fraction_evaluated_last"] == 0.05
+    points = [{"seconds": 10.0, "fsc_0.5_angstrom": 35.0}, {"seconds": 20.0, "fsc_0.5_angstrom": 19.0},
+              {"seconds": 30.0, "fsc_0.5_angstrom": 21.0}, {"seconds": 40.0, "fsc_0.5_angstrom": 14.0}]
+    assert seconds_to_resolution(points) == {"30": 20.0, "20": 20.0, "15": 40.0, "10": None}
