@@ -245,10 +245,7 @@ def save(record: dict, path: str) -> None:
 
 @user_errors_exit
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
-    if not FLAGS.particles or not FLAGS.map:
-        raise InputError("--particles and --map are required")
+    cli.only_flags(argv, "particles", "map")
     if FLAGS.run and not FLAGS.truth:
         raise InputError("--run needs --truth")
     config = load_config(FLAGS.config)

@@ -21,7 +21,7 @@ from absl import flags
 from experiments.engine_benchmark import machine
 from recon.blobs import analytic_projection, blob_volume
 from recon import backprojection, cli, conventions as cv, density, metrics, projection as pj, synthesis
-from recon.errors import InputError, user_errors_exit
+from recon.errors import user_errors_exit
 from recon.io import atomic
 from recon.ctf import ctf_value
 from recon.data import open_dataset
@@ -92,8 +92,7 @@ def known_pose_fsc(n=2000):
 
 @user_errors_exit
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
+    cli.only_flags(argv)
     result = {}
     result.update(slice_errors())
     result.update(simulation_error())

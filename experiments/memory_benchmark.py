@@ -22,7 +22,7 @@ import numpy as np
 from absl import flags
 
 from recon import cli, sampling
-from recon.errors import InputError, user_errors_exit
+from recon.errors import user_errors_exit
 from recon.io import metadata, star
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,10 +72,7 @@ def run_one(particles: str, count: int, grad_dtype: str, workdir: str, iteration
 
 @user_errors_exit
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
-    if not FLAGS.particles:
-        raise InputError("--particles is required")
+    cli.only_flags(argv, "particles")
     from experiments.configs import groel64_is
 
     config = groel64_is.get_config()

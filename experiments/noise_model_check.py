@@ -20,7 +20,7 @@ from absl import flags
 from experiments.engine_benchmark import machine
 from recon import baselines, cli, conventions, density, likelihood, noise, quadrature, symmetry, synthesis
 from recon.data import open_dataset
-from recon.errors import InputError, user_errors_exit
+from recon.errors import user_errors_exit
 from recon.io import atomic, metadata
 
 FLAGS = flags.FLAGS
@@ -46,8 +46,7 @@ def pose_errors(dataset, volume, grid, rule, pixel) -> np.ndarray:
 
 @user_errors_exit
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
+    cli.only_flags(argv)
     size, pixel = 64, 5.6
     volume = density.model_to_density(density.read_model(MODEL), size, pixel).astype(np.float32)
     rule = quadrature.make_quadrature(1.0 / FLAGS.resolution, 240.0, 12.0, 11.0)

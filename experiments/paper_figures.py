@@ -240,8 +240,7 @@ def draw_summary(config, runs: dict, dataset):
 
 @user_errors_exit
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
+    cli.only_flags(argv)
     config = FLAGS.config
     if config is None or "figure" not in config:
         raise InputError("--config must be a figure config (with a 'figure' section)")

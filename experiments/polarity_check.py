@@ -11,13 +11,12 @@ ASPIRE's files hold white particles; a handful of images may not decide).
 
 import json
 
-import numpy as np
 from absl import flags
 
 from experiments.engine_benchmark import machine
 from recon import auto_settings, cli, polarity
 from recon.data import open_dataset
-from recon.errors import InputError, user_errors_exit
+from recon.errors import user_errors_exit
 from recon.io import atomic, metadata
 
 FLAGS = flags.FLAGS
@@ -38,8 +37,7 @@ def score(star: str, invert: bool) -> dict:
 
 @user_errors_exit
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
+    cli.only_flags(argv)
     rows = [score(star, False) for star in REAL]
     for folder in FLAGS.sets:
         rows += [score(f"{folder}/particles.star", invert) for invert in (False, True)]

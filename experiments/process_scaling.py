@@ -71,10 +71,7 @@ def _summary(workdir, seconds, reference=None):
 
 @user_errors_exit
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
-    if not FLAGS.particles:
-        raise InputError("--particles is required")
+    cli.only_flags(argv, "particles")
     cores = sorted(os.sched_getaffinity(0))
     if shutil.which("taskset") is None:
         raise InputError("taskset (util-linux) not found: it pins each process to one core")

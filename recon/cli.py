@@ -79,3 +79,15 @@ def define_config(name: str, default: str | None, help_text: str) -> None:
 def run(main) -> None:
     """``absl.app.run(main)`` with the parsing above."""
     app.run(main, flags_parser=parse)
+
+
+def only_flags(argv: list[str], *required: str) -> None:
+    """For an entry point that takes no positional argument: raise an ``InputError`` (one line, exit 2 under
+    ``user_errors_exit``) for a stray argument or a missing required flag."""
+    from recon.errors import InputError
+
+    if len(argv) > 1:
+        raise InputError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
+    for name in required:
+        if not flags.FLAGS[name].value:
+            raise InputError(f"--{name} is required")
