@@ -439,13 +439,22 @@ def reduce_sampled(table, samples: SampleSet, grid: LikelihoodGrid) -> SampledRe
                          expected_residual=jnp.sum(post * (-2.0 * table)))
 
 
+def shares_slices(num_directions: int, batch_size: int, direction_slots: int) -> bool:
+    """Whether a sampled minibatch computes every direction's slice once and gathers each particle's from them:
+    where the grid has fewer directions than the minibatch draws slots (``B K_R``), as at coarse levels or with
+    large slots, that interpolates (and, in the gradient, scatters) fewer slices than one per drawn slot."""
+    return num_directions < batch_size * direction_slots
+
+
 def sampled_log_marginals(volume, images, ctf: CTFParams, samples: SampleSet, grid: LikelihoodGrid,
                           pixel_size_angstrom: float, chunk_size: int = 25, remat: bool = True,
-                          kernel: str = "kaiser_bessel", oversampling: int = 2):
+                          kernel: str = "kaiser_bessel", oversampling: int = 2, share_slices: bool | None = None):
     """:class:`SampledResult` for every image of a batch ``(B, D, D)`` at its own sampled points.
 
     Cost per particle ~ ``K_R`` slices + ``K_p`` rotated copies of the data + a ``(K_p K_t, 2 N_k) x (2 N_k, K_R)``
-    product, independent of the size of the full quadrature.
+    product, independent of the size of the full quadrature; or, where :func:`shares_slices` says so, every
+    direction's slice once for the batch and a gather per particle (the same values; ``share_slices`` forces
+    either way).
     """
     size = images.shape[-1]
     volume_ft = projection.prepare_volume_ft(volume, oversampling, kernel)
@@ -453,6 +462,11 @@ def sampled_log_marginals(volume, images, ctf: CTFParams, samples: SampleSet, gr
     chunk_size = min(chunk_size, n)
     if n % chunk_size:
         raise ValueError(f"batch of {n} is not a multiple of the chunk size {chunk_size}")
+    shared = None
+    if share_slices is None:
+        share_slices = shares_slices(grid.direction_matrices.shape[0], n, samples.direction.shape[1])
+    if share_slices:
+        shared = slices_at(volume_ft, grid.direction_matrices, grid.freqs, kernel, oversampling)
 
     def one(image, particle_ctf, particle_samples: SampleSet, slices):
         rotations = grid.inplane_matrices[particle_samples.inplane]
@@ -463,8 +477,11 @@ def sampled_log_marginals(volume, images, ctf: CTFParams, samples: SampleSet, gr
 
     def chunk(args):
         imgs, chunk_ctf, chunk_samples = args
-        slices = slices_at(volume_ft, grid.direction_matrices[chunk_samples.direction], grid.freqs, kernel,
-                           oversampling)
+        if shared is None:
+            slices = slices_at(volume_ft, grid.direction_matrices[chunk_samples.direction], grid.freqs, kernel,
+                               oversampling)
+        else:
+            slices = shared[chunk_samples.direction]
         return jax.vmap(one)(imgs, chunk_ctf, chunk_samples, slices)
 
     split = lambda x: x.reshape(n // chunk_size, chunk_size, *x.shape[1:])  # noqa: E731

@@ -493,13 +493,15 @@ FINAL_PASS_SHARE = 0.25  # of stop.max_minutes: the most the final pose pass may
 
 
 def final_pass_seconds(recent: list, sampled_particles: int, summed_particles: int,
-                       summed_seconds_per_particle: float) -> float:
-    """Predicted seconds of a pose pass: ``sampled_particles`` at the recent training rate (``recent``: (seconds,
-    particles) of recent timed iterations; a pass without gradients is faster, so this errs long) and
+                       summed_seconds_per_particle: float, sampled_seconds_per_particle: float = 0.0) -> float:
+    """Predicted seconds of a pose pass: ``sampled_particles`` at ``sampled_seconds_per_particle`` (the timed
+    held-out evaluations', which compute no gradient, as the pass does) or, where that is 0, at the recent training
+    rate (``recent``: (seconds, particles) of recent timed iterations; with gradients, so this errs long) and
     ``summed_particles`` (every pose summed: particles never visited, or a level that sums) at
     ``summed_seconds_per_particle`` (the recent rate where that is 0)."""
     per_particle = sum(s for s, _ in recent) / max(sum(p for _, p in recent), 1)
-    return sampled_particles * per_particle + summed_particles * (summed_seconds_per_particle or per_particle)
+    return (sampled_particles * (sampled_seconds_per_particle or per_particle)
+            + summed_particles * (summed_seconds_per_particle or per_particle))
 
 
 def full_final_pass(config, pass_seconds: float) -> bool:
@@ -997,7 +999,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             sampled = [samples_visit(level, r, iteration) for r in some]
             counts = [int(np.sum(r >= 0)) for r in some]
             return final_pass_seconds(recent, sum(c for c, x in zip(counts, sampled) if x),
-                                      sum(c for c, x in zip(counts, sampled) if not x), summed_cost)
+                                      sum(c for c, x in zip(counts, sampled) if not x), summed_cost,
+                                      float(np.median(eval_rates)) if eval_rates else 0.0)
 
         predicted = seconds(rows)
         if full_final_pass(config, predicted):
@@ -1051,6 +1054,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     start_wall = time.time() - host.elapsed
     last_checkpoint = time.time()
     recent = []  # (seconds, particles) of recent iterations
+    eval_rates, eval_fresh = [], True  # seconds per particle of the compiled level's sampled held-out evaluations
     stop_reason = "done" if host.done else None
     while stop_reason is None:
         if iteration >= config.stop.max_iterations:
@@ -1068,7 +1072,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             if config.quadrature.get("adapt_shifts") and level > 0 and str(level) not in host.shift_disks:
                 widen_shift_disk(level)
             lv = compile_level(level)
-            compiled_level, window = level, []
+            compiled_level, window, eval_rates, eval_fresh = level, [], [], True
             if n_classes > 1 and iteration > 0 and schedules.level_at(iteration - 1, levels, per_level) != level:
                 opt_state = level_start_maps(opt_state, pixel, plan.resolutions[level - 1], mesh)
             if adapt_slots and use_sampling and iteration >= config.sampling.start_iteration:
@@ -1189,11 +1193,15 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                     host.draw_slots, host.draw_buffers, window = slots, buffers, []
                     progress.line(f"sampling at {plan.resolutions[level]:.1f} A: {'; '.join(changes)}")
                     lv = compile_level(level)
-                    fresh, trial_times = True, []
+                    fresh, trial_times, eval_rates, eval_fresh = True, [], [], True
         if schedules.heldout_due(iteration - 1, config.output.heldout_every, per_level) and len(plan.heldout):
             volume = opt_state.volume
             heldout_rows = padded_indices(plan.heldout, lv.eval_multiple)
+            sampled_eval, t_eval = samples_visit(level, heldout_rows, iteration - 1), time.time()
             heldout_best, residual = lv.evaluate_rows(heldout_rows, iteration - 1, 1, volume)
+            if sampled_eval and not eval_fresh:  # the first evaluation of a compiled level includes compiling
+                eval_rates = (eval_rates + [(time.time() - t_eval) / len(plan.heldout)])[-5:]
+            eval_fresh = eval_fresh and not sampled_eval
             host.best_pose[heldout_rows[heldout_rows >= 0]] = heldout_best
             host.best_level[heldout_rows[heldout_rows >= 0]] = level
             host.last_rremse = rremse(residual, lv.grid)

@@ -48,6 +48,8 @@ def test_the_final_pose_pass_is_priced_and_kept_within_the_time_limit():
     assert abs(training.final_pass_seconds(recent, 10_000, 0, 0.0) - 100.0) < 1e-9
     assert abs(training.final_pass_seconds(recent, 8_000, 2_000, 0.02) - 120.0) < 1e-9
     assert training.final_pass_seconds([], 10_000, 0, 0.0) == 0.0
+    # a measured evaluation rate (no gradient) prices the sampled particles instead of the training rate
+    assert abs(training.final_pass_seconds(recent, 8_000, 2_000, 0.02, 0.004) - 72.0) < 1e-9
     config = default.get_config()
     config.stop.max_minutes = 10.0
     assert training.full_final_pass(config, 150.0) and not training.full_final_pass(config, 150.1)

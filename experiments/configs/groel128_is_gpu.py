@@ -5,9 +5,9 @@ Command:  experiments/gpu_paper_sized.sh     (simulates, reconstructs and brings
           or, with the data at hand:
           python -m recon.reconstruct --particles data/groel128/particles.star --workdir runs/groel128_gpu \
               --config experiments/configs/groel128_is_gpu.py
-Machine:  one NVIDIA H200: about 6 minutes, most of them compiling each level's step.
-Expected: FSC 0.5 against the truth near 10 A in under 10 minutes. Numbers: experiments/README.md,
-          experiments/results/is_curve_groel128_40k_gpu.json.
+Machine:  one NVIDIA H100 or H200, at most 10 minutes.
+Expected: FSC 0.5 against the truth near 10 A. Numbers: experiments/README.md, from
+          python -m experiments.engine_benchmark curve --snapshots OUT --truth data/groel128/ground_truth.mrc.
 """
 
 from experiments.configs import groel128_is
