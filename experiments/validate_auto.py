@@ -157,9 +157,35 @@ def junk_calls(star: str, workdir: str) -> dict | None:
             "good_flagged": float(flagged[~bad].mean())}
 
 
+ASYMMETRIC = {"ribosome_64", "ribosome_64_1k"}  # sets whose poses are compared with the truth (no symmetry mates)
+
+
+def pose_agreement(true_angles_degrees: np.ndarray, run_angles_degrees: np.ndarray) -> dict:
+    """Share of particles whose pose (RELION Euler angles ``(N, 3)``) lies within 10 / 20 / 45 degrees of its true
+    pose, after the one rotation between the run's frame and the truth's (the consensus of ``R_run^T R_true`` over
+    particles: the most popular of 50 candidates, refined by the mean of its inliers). For sets without symmetry."""
+    from recon import conventions
+
+    def matrices(angles):
+        return np.stack([conventions.euler_to_matrix(a) for a in angles])
+
+    relative = np.einsum("nji,njk->nik", matrices(run_angles_degrees), matrices(true_angles_degrees))
+
+    def angles(g):
+        return np.degrees(np.arccos(np.clip((np.einsum("nij,ij->n", relative, g) - 1) / 2, -1, 1)))
+
+    rng = np.random.default_rng(0)
+    g = max((relative[i] for i in rng.integers(len(relative), size=50)), key=lambda c: np.mean(angles(c) < 10))
+    for _ in range(3):
+        u, _, vt = np.linalg.svd(relative[angles(g) < 10].mean(axis=0))
+        g = u @ vt
+    a = angles(g)
+    return {f"within_{d}_degrees": float(np.mean(a < d)) for d in (10, 20, 45)}
+
+
 def score(name: str) -> dict:
     from recon import report
-    from recon.io import mrc
+    from recon.io import metadata, mrc
 
     folder = os.path.join(FLAGS.data_root, name)
     star = simulate(name, folder)
@@ -184,6 +210,8 @@ def score(name: str) -> dict:
                          "iterations_per_level": config["schedule"]["iterations_per_level"],
                          "batch_size": config["batch_size"], "kernel": config["likelihood_kernel"]},
             "junk": junk_calls(star, workdir),
+            "poses": pose_agreement(metadata.read_particles(star).angles_degrees, metadata.read_particles(
+                os.path.join(workdir, "poses.star")).angles_degrees) if name in ASYMMETRIC else None,
             "fraction_evaluated_last": next((r["fraction_evaluated"] for r in reversed(metrics)
                                              if r.get("sampled")), None),
             "probe_log_p": [{k: r.get(k) for k in ("iteration", "resolution_angstrom", "probe_log_p_relative_error",

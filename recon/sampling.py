@@ -336,6 +336,34 @@ def slots_for_level(measured: dict, sizes: dict, share: float) -> tuple[dict, di
     return slots, buffers, fraction
 
 
+def level_slots(measured: dict, sizes: dict, share: float, loose_shares=(), exhaustive_fraction: float = 0.5
+                ) -> tuple[float, dict, dict, float]:
+    """:func:`slots_for_level` at ``share``, else at each of ``loose_shares`` (larger) in turn, until the visits
+    would evaluate at most ``exhaustive_fraction`` of the level's poses: broad posteriors (the level after the
+    exhaustive start) would otherwise make a few particles' needs sum every pose for all. Returns the share used
+    (the last tried if none fits), slots, buffers and fraction."""
+    for s in [share] + sorted(x for x in loose_shares if x > share):
+        slots, buffers, fraction = slots_for_level(measured, sizes, s)
+        if fraction <= exhaustive_fraction:
+            break
+    return s, slots, buffers, fraction
+
+
+def lost_poses(post_dir: np.ndarray, directions: np.ndarray, modes: np.ndarray, max_degrees: float,
+               min_mass: float) -> np.ndarray:
+    """Which particles have lost their pose: a fresh posterior over ``directions`` ``(M, 3)`` (``post_dir``
+    ``(B, M)``, each row summing to 1) puts less than ``min_mass`` within ``max_degrees`` of the particle's
+    proposal mode ``modes`` ``(B, 3)`` (unit vectors). Returns ``(B,)`` bool."""
+    near = np.asarray(modes, np.float64) @ np.asarray(directions, np.float64).T >= math.cos(math.radians(max_degrees))
+    return np.sum(np.asarray(post_dir, np.float64) * near, axis=1) < min_mass
+
+
+def proposal_modes(state: FactorState) -> np.ndarray:
+    """The most probable stored point of each particle's factor state (numpy, leading particle axis)."""
+    points, log_phi = np.asarray(state.points), np.asarray(state.log_phi)
+    return points[np.arange(len(points)), np.argmax(log_phi, axis=1)]
+
+
 def offset_sigma_angstrom(points: np.ndarray, log_phi: np.ndarray) -> float:
     """The per-axis sigma of particles' 2D offsets from their shift posteriors (``points`` ``(N, S, 2)`` in
     Angstrom, ``log_phi`` ``(N, S)``): the RMS of the posterior means over sqrt(2). The means, not the posteriors'

@@ -319,6 +319,8 @@ class RunState:
     draw_slots: dict = dataclasses.field(default_factory=dict)  # factor -> distinct points a visit may evaluate
     draw_buffers: dict = dataclasses.field(default_factory=dict)  # factor -> draws (s0 ESS) a visit may make
     level_sampled: dict = dataclasses.field(default_factory=dict)  # str(level) -> "trial", "sampled", "exhaustive"
+    level_shares: dict = dataclasses.field(default_factory=dict)  # str(level) -> capped share its slots allow
+    searched_levels: list = dataclasses.field(default_factory=list)  # levels whose start searched poses again
     shift_disks: dict = dataclasses.field(default_factory=dict)  # str(level) -> shift disk radius (A), if widened
     exhaustive_seconds: float = 0.0  # seconds per particle, pose and frequency of the latest exhaustive minibatches
     stopped_at_minutes: float = 0.0  # the stop.max_minutes the run stopped at (0: it did not stop for time)
@@ -361,8 +363,10 @@ def sampler_capacities(config) -> dict:
 
 
 META_KEYS = ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done", "draw_slots", "draw_buffers",
-             "level_sampled", "exhaustive_seconds", "shift_disks", "stopped_at_minutes", "junk_share", "class_shares")
+             "level_sampled", "level_shares", "searched_levels", "exhaustive_seconds", "shift_disks", "stopped_at_minutes", "junk_share", "class_shares")
 SAMPLER_STREAM = 7  # fold_in constant of the sampler's keys (the initial map uses 0)
+SEARCH_MASS = 0.01  # search_again: a proposal mode with less of the coarse posterior near it has lost its pose
+SEARCH_DEGREES = 20.0  # ... near: within this angle, or two steps of the coarse grid if larger
 TRIAL_STEPS = 4  # sampled minibatches timed (after the compiling one) against the exhaustive sum's cost
 
 
@@ -551,7 +555,8 @@ def config_differences(stored: dict, current: dict, prefix: str = "") -> list[st
 # Settings a run's stored config.json may lack because the run predates them, with the values that reproduce it.
 PREDATED_SETTINGS = {"junk": {"model": "off"}, "amplitude": {"model": "off"}, "noise_per_micrograph": False,
                      "classes": 1, "class_mixture": {"beta_start": 1.0, "anneal_fraction": 0.5, "min_share": 0.05,
-                                       "tied_fraction": 0.5, "random_split_levels": 1}}
+                                       "tied_fraction": 0.5, "random_split_levels": 1},
+                     "sampling": {"loose_capped_shares": (), "search_again": False}}
 
 
 def as_stored_run(config, workdir: str):
@@ -567,12 +572,13 @@ def as_stored_run(config, workdir: str):
         return config  # prepare_workdir names the problem
     with config.unlocked():
         for key, value in PREDATED_SETTINGS.items():
-            if key in stored or key not in config:
+            if key not in config:
                 continue
             if isinstance(value, dict):
                 for sub, v in value.items():
-                    config[key][sub] = v
-            else:
+                    if sub not in stored.get(key, {}) and sub in config[key]:
+                        config[key][sub] = v
+            elif key not in stored:
                 config[key] = value
     return config
 
@@ -846,9 +852,10 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     def junk_on(level):
         return junk_from is not None and level >= junk_from
 
-    def compile_level(level):
-        """The jitted functions of one level (compiled on first use) and its grid and sampler."""
-        rule = level_quadrature(plan, level, host.shift_disks.get(str(level)))
+    def compile_level(level, disk=None, quiet=False):
+        """The jitted functions of one level (compiled on first use) and its grid and sampler (``disk``: the
+        shift disk, default the level's; ``quiet``: no line in run.log)."""
+        rule = level_quadrature(plan, level, disk or host.shift_disks.get(str(level)))
         grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / plan.resolutions[level],
                                     dataset.noise_power)
         chunk = likelihood.auto_chunk_size(local_batch, grid, limits.table_elements, limits.matrix_rows)
@@ -943,10 +950,11 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         # The objective per particle of an empty map (V = 0) in this band: half the images' band energy (unit noise).
         # A sane map scores within a few times of it; far above, the optimiser has diverged.
         empty_objective = 0.5 * band_power(divergence_images, pixel, 1.0 / plan.resolutions[level])[0]
-        progress.line(f"level {level + 1}/{levels}: {plan.resolutions[level]:.1f} A, "
-                      f"{len(rule.directions)} directions x {len(rule.inplane_degrees)} in-plane x "
-                      f"{len(rule.shifts_angstrom)} shifts, {2 * len(grid.freqs) - 1} "
-                      "frequencies")
+        if not quiet:
+            progress.line(f"level {level + 1}/{levels}: {plan.resolutions[level]:.1f} A, "
+                          f"{len(rule.directions)} directions x {len(rule.inplane_degrees)} in-plane x "
+                          f"{len(rule.shifts_angstrom)} shifts, {2 * len(grid.freqs) - 1} "
+                          "frequencies")
         return types.SimpleNamespace(**{k: v for k, v in locals().items() if k != "level"})
 
     def size_level(lv, level, iteration):
@@ -965,16 +973,22 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                 gather_factors(host.sampler, rows), jnp.asarray(host.sampler.last_visit[rows]),
                 particle_keys(config.seed, 4, iteration, jnp.asarray(rows, jnp.int32)))
             sizes = dict(zip(sampling.FACTORS, lv.level_sampler.sizes))
-            slots, buffers, fraction = sampling.slots_for_level(measure, sizes, config.sampling.max_capped_share)
-            sampled = fraction <= config.sampling.get("exhaustive_fraction", 0.5)
+            limit = config.sampling.get("exhaustive_fraction", 0.5)
+            share, slots, buffers, fraction = sampling.level_slots(
+                measure, sizes, config.sampling.max_capped_share, config.sampling.get("loose_capped_shares", ()),
+                limit)
+            sampled = fraction <= limit
+            host.level_shares[str(level)] = share
             timed = config.sampling.get("timed_trial", True) and host.exhaustive_seconds
             host.level_sampled[str(level)] = "trial" if sampled and timed else (
                 "sampled" if sampled else "exhaustive")
             ess = "/".join(f"{np.median(np.asarray(measure[f][0])) / config.sampling.s0:.1f}" for f in sampling.FACTORS)
             if sampled:
                 host.draw_slots, host.draw_buffers = slots, buffers
+                loose = (f", up to {share:.0%} of particles capped at this level"
+                         if share > config.sampling.max_capped_share else "")
                 progress.line(f"level {level + 1}: importance sampling, {fraction:.1e} of poses per visit (median "
-                              f"ESS {ess}; slots {slots}, draws up to {buffers})")
+                              f"ESS {ess}; slots {slots}, draws up to {buffers}{loose})")
             else:
                 progress.line(f"level {level + 1}: every pose summed (median ESS {ess} of "
                               f"{'/'.join(str(m) for m in sizes.values())}: sampling would evaluate {fraction:.0%} "
@@ -1037,6 +1051,40 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                               f"of {sigma:.1f} A on {len(rows)} particles; it was {previous:.1f} A)")
         host.shift_disks[str(level)] = round(float(disk), 2)
 
+    def search_again(level, at_iteration, volume):
+        """At a sampled level's start: every training particle's poses summed over the first level's coarse grid
+        (no gradient) under the current map; a particle whose proposal's most probable direction carries less
+        than ``SEARCH_MASS`` of that posterior within ``SEARCH_DEGREES`` (or two coarse steps) has lost its pose
+        (its proposals, built from its earlier visits, no longer reach the region the map now favours) and its
+        sampler restarts from the search's posterior. Symmetry mates of one pose share the mass, so in C1 a
+        symmetric particle is not lost for choosing another mate."""
+        t0 = time.time()
+        coarse = compile_level(0, host.shift_disks.get(str(level)), quiet=True)
+        directions = np.asarray(coarse.rule.directions, np.float64)
+        step = math.degrees(math.sqrt(4 * math.pi / len(directions)))
+        degrees = max(SEARCH_DEGREES, 2 * step)
+        lost_count = searched = 0
+        for rows in plan.batches:
+            real = rows >= 0
+            safe = np.where(real, rows, rows[real][0])
+            b, _ = step_lib.place_batch(batch_of(rows), mesh)
+            res = coarse.evaluate(volume, b.images, b.ctf)
+            modes = sampling.proposal_modes(sampling.FactorState(
+                host.sampler.directions.points[safe], host.sampler.directions.log_phi[safe], None))
+            lost = real & visited(safe) & sampling.lost_poses(res.post_dir, directions, modes, degrees, SEARCH_MASS)
+            searched += int(np.sum(real & visited(safe)))
+            if lost.any():
+                new, _ = coarse.record_exhaustive_fn(res, gather_factors(host.sampler, safe))
+                record_visit(host, np.where(lost, rows, -1), new, at_iteration)
+                host.best_pose[rows[lost]] = np.asarray(res.best)[lost]
+                host.best_level[rows[lost]] = 0
+            lost_count += int(lost.sum())
+        host.searched_levels.append(level)
+        progress.line(f"level {level + 1}: poses searched again over the {plan.resolutions[0]:.1f}-A grid: "
+                      f"{lost_count} of {searched} particles ({lost_count / max(searched, 1):.0%}) had lost their "
+                      f"pose (under {SEARCH_MASS:.0%} of the posterior within {degrees:.0f} "
+                      f"degrees of their proposal's mode) and restart from the search ({time.time() - t0:.0f} s)")
+
     def judge_trial(level, times, work):
         """A level on trial samples on if its median minibatch time beats the exhaustive sum's, predicted from the
         latest exhaustive minibatches' seconds per particle, pose and frequency (``work``: poses x frequencies)."""
@@ -1075,6 +1123,10 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             compiled_level, window, eval_rates, eval_fresh = level, [], [], True
             if n_classes > 1 and iteration > 0 and schedules.level_at(iteration - 1, levels, per_level) != level:
                 opt_state = level_start_maps(opt_state, pixel, plan.resolutions[level - 1], mesh)
+            if (config.sampling.get("search_again", False) and use_sampling and n_classes == 1 and not symmetric
+                    and level >= 2 and iteration >= config.sampling.start_iteration
+                    and level not in host.searched_levels):
+                search_again(level, iteration, opt_state.volume)
             if adapt_slots and use_sampling and iteration >= config.sampling.start_iteration:
                 lv = size_level(lv, level, iteration)
             fresh, trial_times = True, []  # the first step after a compile is not timed
@@ -1188,10 +1240,12 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             if len(window) >= 5:
                 slots, buffers, changes = sampling.grow_slots(
                     host.draw_slots, host.draw_buffers, dict(zip(sampling.FACTORS, lv.level_sampler.sizes)), window,
-                    config.sampling.max_capped_share)
+                    host.level_shares.get(str(level), config.sampling.max_capped_share))
                 if changes:
                     host.draw_slots, host.draw_buffers, window = slots, buffers, []
                     progress.line(f"sampling at {plan.resolutions[level]:.1f} A: {'; '.join(changes)}")
+                    if config.sampling.get("timed_trial", True) and host.exhaustive_seconds:
+                        host.level_sampled[str(level)] = "trial"  # larger slots: timed again against the sum
                     lv = compile_level(level)
                     fresh, trial_times, eval_rates, eval_fresh = True, [], [], True
         if schedules.heldout_due(iteration - 1, config.output.heldout_every, per_level) and len(plan.heldout):

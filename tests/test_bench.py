@@ -110,3 +110,26 @@ def test_curve_levels_and_times_from_records():
     points = [{"seconds": 10.0, "fsc_0.5_angstrom": 35.0}, {"seconds": 20.0, "fsc_0.5_angstrom": 19.0},
               {"seconds": 30.0, "fsc_0.5_angstrom": 21.0}, {"seconds": 40.0, "fsc_0.5_angstrom": 14.0}]
     assert seconds_to_resolution(points) == {"30": 20.0, "20": 20.0, "15": 40.0, "10": None}
+
+
+def test_pose_agreement_counts_the_poses_that_match_after_one_frame_rotation():
+    """experiments/validate_auto's pose score: 70 % of the run's poses are the true ones seen from a rotated frame
+    (R_run = R_true G^T, 2 degrees of jitter), 30 % are random: 70 % within 10 degrees, whatever G is."""
+    from experiments.validate_auto import pose_agreement
+    from recon import conventions
+
+    rng = np.random.default_rng(2)
+    n = 1000
+    true = np.column_stack([rng.uniform(-180, 180, n), np.degrees(np.arccos(rng.uniform(-1, 1, n))),
+                            rng.uniform(-180, 180, n)])
+    g = conventions.euler_to_matrix(np.array([40.0, 70.0, -15.0]))
+    run = []
+    for i, angles in enumerate(true):
+        if i < 700:
+            jitter = conventions.euler_to_matrix(rng.normal(0, 1.0, 3) * np.array([1, 0, 1]) + [0, 1.5, 0])
+            run.append(conventions.matrix_to_euler(conventions.euler_to_matrix(angles) @ g.T @ jitter))
+        else:
+            run.append([rng.uniform(-180, 180), np.degrees(np.arccos(rng.uniform(-1, 1))), rng.uniform(-180, 180)])
+    got = pose_agreement(true, np.array(run))
+    assert abs(got["within_10_degrees"] - 0.7) < 0.01, got
+    assert got["within_45_degrees"] < 0.7 + 0.3 * 0.16, got  # random rotations: ~9 % within 45 degrees

@@ -321,3 +321,45 @@ def test_offset_sigma_reads_the_spread_of_offsets_not_the_breadth_of_posteriors(
     assert abs(sampling.offset_sigma_angstrom(points, log_phi) - expected) < 0.02 * expected
     sharp = -np.sum((points - np.round(offsets[:, None] / 5.0) * 5.0) ** 2, -1) / (2 * 0.5 ** 2)
     assert abs(sampling.offset_sigma_angstrom(points, sharp) - expected) < 0.02 * expected
+
+
+def test_level_slots_loosen_the_capped_share_only_where_the_strict_one_sums_every_pose():
+    """Slots at the 1 - share quantile (next power of two). 97 particles need 10 distinct directions of 1000 and
+    3 need all 1000: at 1 % capped the slots hold every direction (sampling saves nothing), at 10 % they hold 16
+    (1.6 % of the poses, 3 % of the particles capped). Informative proposals keep the strict share."""
+    sizes = {"directions": 1000, "inplane": 8, "shifts": 4}
+    distinct = np.array([10.0] * 97 + [1000.0] * 3)
+    broad = {"directions": (distinct, distinct), "inplane": (np.full(100, 8.0),) * 2,
+             "shifts": (np.full(100, 4.0),) * 2}
+    share, slots, buffers, fraction = sampling.level_slots(broad, sizes, 0.01, (0.1, 0.25), 0.5)
+    assert share == 0.1 and slots == {"directions": 16, "inplane": 8, "shifts": 4}
+    assert abs(fraction - 0.016) < 1e-12
+    assert sampling.level_slots(broad, sizes, 0.01, (), 0.5)[3] == 1.0  # no looser share: every pose
+    narrow = {**broad, "directions": (np.full(100, 10.0),) * 2}
+    share, slots, _, fraction = sampling.level_slots(narrow, sizes, 0.01, (0.1, 0.25), 0.5)
+    assert share == 0.01 and slots["directions"] == 16
+
+
+def test_a_pose_is_lost_only_where_the_fresh_posterior_has_left_it():
+    """Fresh posteriors over 400 directions: one concentrated at direction a, one split between two symmetry
+    mates a and -a. A proposal mode at a keeps its pose, one 90 degrees away has lost it; with the split posterior
+    a mode at either mate keeps it (each mate carries half the mass)."""
+    dirs = quadrature.fibonacci_sphere(400)
+    a = 17
+    far = int(np.argmin(np.abs(dirs @ dirs[a])))  # about 90 degrees from a
+    mate = int(np.argmin(dirs @ dirs[a]))  # about -a
+    peaked = np.zeros(400)
+    peaked[a] = 1.0
+    split = np.zeros(400)
+    split[[a, mate]] = 0.5
+    post = np.stack([peaked, peaked, split, split])
+    modes = dirs[[a, far, a, mate]]
+    np.testing.assert_array_equal(sampling.lost_poses(post, dirs, modes, 20.0, 0.01), [False, True, False, False])
+    # the mode need not sit on the grid: 5 degrees off a is still near
+    tilt = np.cross(dirs[a], [0.0, 0.0, 1.0])
+    tilt /= np.linalg.norm(tilt)
+    off = np.cos(np.radians(5)) * dirs[a] + np.sin(np.radians(5)) * tilt
+    assert not sampling.lost_poses(peaked[None], dirs, off[None], 20.0, 0.01)[0]
+    state = sampling.FactorState(points=np.stack([dirs[[1, a, 2]]]), log_phi=np.array([[-3.0, -0.1, -5.0]]),
+                                 spacing=np.ones(1))
+    np.testing.assert_array_equal(sampling.proposal_modes(state), dirs[[a]])

@@ -61,6 +61,12 @@ def get_config():
     c.sampling.adapt_slots = False  # True: slots and draws per factor grow until at most max_capped_share of the
     c.sampling.max_capped_share = 0.01  # particles draw fewer than s0 x ESS (the max_* above: the starting slots)
     c.sampling.exhaustive_fraction = 0.5  # adapt_slots: a level whose draws would evaluate more of its poses sums all
+    # adapt_slots: looser capped shares tried in turn at a level's start before it sums every pose (its posteriors
+    # still broad), kept for that level's slot growth; () sums every pose there
+    c.sampling.loose_capped_shares = ()
+    # at each sampled level's start from the third, poses searched again over the first level's grid; particles
+    # whose proposals lost their pose restart from that search (recon/training.py, search_again)
+    c.sampling.search_again = False
     c.sampling.timed_trial = True  # adapt_slots: a sampled level's first minibatches timed against summing every pose
     c.sampling.probe_particles = 0  # > 0: per level, log p of this many held-out particles sampled vs summed exactly
 
