@@ -125,13 +125,14 @@ def unpack_snapshots(folder: str, pixel: float) -> str:
 
 def levels_from_metrics(records: list[dict]) -> list[dict]:
     """Per level of a run, from its metrics.jsonl records (one per iteration): the resolution, the iterations, the
-    median particles per second and the fraction of poses evaluated at the level's last iteration."""
+    median over its steps of particles per step second (each step's own rate: the records' ``particles_per_second``
+    is a window that reaches back into the previous level) and the fraction of poses evaluated at its last step."""
     levels = {}
     for r in records:
-        if "level" in r and "particles_per_second" in r:
+        if "level" in r and r.get("step_seconds"):
             levels.setdefault(r["level"], []).append(r)
     return [{"level": level, "resolution_angstrom": rs[-1]["resolution_angstrom"], "iterations": len(rs),
-             "particles_per_second_median": float(np.median([r["particles_per_second"] for r in rs])),
+             "particles_per_second_median": float(np.median([r["particles"] / r["step_seconds"] for r in rs])),
              "fraction_evaluated_last": rs[-1].get("fraction_evaluated")}
             for level, rs in sorted(levels.items())]
 

@@ -169,18 +169,24 @@ def pose_agreement(true_angles_degrees: np.ndarray, run_angles_degrees: np.ndarr
     def matrices(angles):
         return np.stack([conventions.euler_to_matrix(a) for a in angles])
 
-    relative = np.einsum("nji,njk->nik", matrices(run_angles_degrees), matrices(true_angles_degrees))
+    run, true = matrices(run_angles_degrees), matrices(true_angles_degrees)
+    mirror = np.diag([1.0, 1.0, -1.0])  # a map of the other hand explains the images at J R J
+    best = None
+    for truth in (true, mirror @ true @ mirror):
+        relative = np.einsum("nji,njk->nik", run, truth)
 
-    def angles(g):
-        return np.degrees(np.arccos(np.clip((np.einsum("nij,ij->n", relative, g) - 1) / 2, -1, 1)))
+        def angles(g):
+            return np.degrees(np.arccos(np.clip((np.einsum("nij,ij->n", relative, g) - 1) / 2, -1, 1)))
 
-    rng = np.random.default_rng(0)
-    g = max((relative[i] for i in rng.integers(len(relative), size=50)), key=lambda c: np.mean(angles(c) < 10))
-    for _ in range(3):
-        u, _, vt = np.linalg.svd(relative[angles(g) < 10].mean(axis=0))
-        g = u @ vt
-    a = angles(g)
-    return {f"within_{d}_degrees": float(np.mean(a < d)) for d in (10, 20, 45)}
+        rng = np.random.default_rng(0)
+        g = max((relative[i] for i in rng.integers(len(relative), size=50)), key=lambda c: np.mean(angles(c) < 10))
+        for _ in range(3):
+            u, _, vt = np.linalg.svd(relative[angles(g) < 10].mean(axis=0))
+            g = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt  # a rotation, not a reflection
+        a = angles(g)
+        if best is None or np.mean(a < 10) > np.mean(best < 10):
+            best = a
+    return {f"within_{d}_degrees": float(np.mean(best < d)) for d in (10, 20, 45)}
 
 
 def score(name: str) -> dict:

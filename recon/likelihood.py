@@ -439,11 +439,16 @@ def reduce_sampled(table, samples: SampleSet, grid: LikelihoodGrid) -> SampledRe
                          expected_residual=jnp.sum(post * (-2.0 * table)))
 
 
-def shares_slices(num_directions: int, batch_size: int, direction_slots: int) -> bool:
+SHARED_SLICE_ELEMENTS = 25_000_000  # complex values (200 MB) the shared slices of one minibatch may hold
+
+
+def shares_slices(num_directions: int, batch_size: int, direction_slots: int, num_freqs: int = 0) -> bool:
     """Whether a sampled minibatch computes every direction's slice once and gathers each particle's from them:
     where the grid has fewer directions than the minibatch draws slots (``B K_R``), as at coarse levels or with
-    large slots, that interpolates (and, in the gradient, scatters) fewer slices than one per drawn slot."""
-    return num_directions < batch_size * direction_slots
+    large slots, that interpolates (and, in the gradient, scatters) fewer slices than one per drawn slot; and
+    where they fit ``SHARED_SLICE_ELEMENTS`` (they are held whole, outside the chunks)."""
+    return (num_directions < batch_size * direction_slots
+            and num_directions * num_freqs <= SHARED_SLICE_ELEMENTS)
 
 
 def sampled_log_marginals(volume, images, ctf: CTFParams, samples: SampleSet, grid: LikelihoodGrid,
@@ -464,7 +469,8 @@ def sampled_log_marginals(volume, images, ctf: CTFParams, samples: SampleSet, gr
         raise ValueError(f"batch of {n} is not a multiple of the chunk size {chunk_size}")
     shared = None
     if share_slices is None:
-        share_slices = shares_slices(grid.direction_matrices.shape[0], n, samples.direction.shape[1])
+        share_slices = shares_slices(grid.direction_matrices.shape[0], n, samples.direction.shape[1],
+                                     grid.freqs.shape[0])
     if share_slices:
         shared = slices_at(volume_ft, grid.direction_matrices, grid.freqs, kernel, oversampling)
 

@@ -464,6 +464,25 @@ def record_visit(host, rows: np.ndarray, new_factors, at_iteration: int) -> None
     host.sampler.last_visit[rows[real]] = at_iteration
 
 
+def restart_lost(host, rows: np.ndarray, post_dir: np.ndarray, directions: np.ndarray, degrees: float,
+                 at_iteration: int, new_factors) -> tuple[int, int]:
+    """A fresh direction posterior ``post_dir`` ``(B, M)`` over ``directions`` ``(M, 3)`` for the particles ``rows``
+    (padded with -1; one class): a visited particle whose sampler's most probable direction carries under
+    ``SEARCH_MASS`` of it within ``degrees`` has lost its pose (its proposals, built from earlier visits, no longer
+    reach where the map now puts it) and gets the sampler state ``new_factors(safe_rows)`` (called only if one is
+    lost) and visit time ``at_iteration``; the others are left as they are. Symmetry mates of one pose share the
+    mass, so in C1 a symmetric particle is not lost for having chosen another mate. Returns (lost, visited)."""
+    real = rows >= 0
+    safe = np.where(real, rows, rows[real][0])
+    seen = real & (host.sampler.last_visit[safe] >= 0)
+    modes = sampling.proposal_modes(sampling.FactorState(host.sampler.directions.points[safe],
+                                                         host.sampler.directions.log_phi[safe], None))
+    lost = seen & sampling.lost_poses(post_dir, directions, modes, degrees, SEARCH_MASS)
+    if lost.any():
+        record_visit(host, np.where(lost, rows, -1), new_factors(safe), at_iteration)
+    return int(lost.sum()), int(seen.sum())
+
+
 def sampling_record(stats: dict | None, sizes: tuple, real: np.ndarray, kl) -> dict:
     """Per-iteration metrics: fraction of the full quadrature evaluated (per factor and overall), ESS, draws."""
     out = {}
@@ -1052,34 +1071,33 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         host.shift_disks[str(level)] = round(float(disk), 2)
 
     def search_again(level, at_iteration, volume):
-        """At a sampled level's start: every training particle's poses summed over the first level's coarse grid
-        (no gradient) under the current map; a particle whose proposal's most probable direction carries less
-        than ``SEARCH_MASS`` of that posterior within ``SEARCH_DEGREES`` (or two coarse steps) has lost its pose
-        (its proposals, built from its earlier visits, no longer reach the region the map now favours) and its
-        sampler restarts from the search's posterior. Symmetry mates of one pose share the mass, so in C1 a
-        symmetric particle is not lost for choosing another mate."""
+        """At a sampled level's start: the poses of the particles this level will visit (and the held-out ones)
+        summed over the first level's coarse grid (no gradient) under the current map; those that have lost their
+        pose (``restart_lost``) restart their samplers from the search's posterior. Skipped, with a line, where
+        the search's predicted time (at the exhaustive training rate, which errs long) would pass the limit."""
         t0 = time.time()
         coarse = compile_level(0, host.shift_disks.get(str(level)), quiet=True)
         directions = np.asarray(coarse.rule.directions, np.float64)
-        step = math.degrees(math.sqrt(4 * math.pi / len(directions)))
-        degrees = max(SEARCH_DEGREES, 2 * step)
+        degrees = max(SEARCH_DEGREES, 2 * math.degrees(math.sqrt(4 * math.pi / len(directions))))
+        slots = {int(batch_order(config.seed, it // n_batches, n_batches)[it % n_batches])
+                 for it in range(at_iteration, at_iteration + min(per_level, n_batches))}
+        rows_list = [plan.batches[s] for s in sorted(slots)]
+        if len(plan.heldout):
+            rows_list.append(padded_indices(plan.heldout, coarse.eval_multiple))
+        count = sum(int(np.sum(r >= 0)) for r in rows_list)
+        predicted = host.exhaustive_seconds * coarse.work_per_particle * count
+        host.searched_levels.append(level)
+        if config.stop.max_minutes and time.time() - start_wall + predicted > 60 * config.stop.max_minutes:
+            progress.line(f"level {level + 1}: poses not searched again (~{predicted:.0f} s would pass the limit)")
+            return
         lost_count = searched = 0
-        for rows in plan.batches:
-            real = rows >= 0
-            safe = np.where(real, rows, rows[real][0])
+        for rows in rows_list:
             b, _ = step_lib.place_batch(batch_of(rows), mesh)
             res = coarse.evaluate(volume, b.images, b.ctf)
-            modes = sampling.proposal_modes(sampling.FactorState(
-                host.sampler.directions.points[safe], host.sampler.directions.log_phi[safe], None))
-            lost = real & visited(safe) & sampling.lost_poses(res.post_dir, directions, modes, degrees, SEARCH_MASS)
-            searched += int(np.sum(real & visited(safe)))
-            if lost.any():
-                new, _ = coarse.record_exhaustive_fn(res, gather_factors(host.sampler, safe))
-                record_visit(host, np.where(lost, rows, -1), new, at_iteration)
-                host.best_pose[rows[lost]] = np.asarray(res.best)[lost]
-                host.best_level[rows[lost]] = 0
-            lost_count += int(lost.sum())
-        host.searched_levels.append(level)
+            lost, seen = restart_lost(host, rows, np.asarray(res.post_dir), directions, degrees, at_iteration,
+                                      lambda safe: coarse.record_exhaustive_fn(res, gather_factors(host.sampler,
+                                                                                                   safe))[0])
+            lost_count, searched = lost_count + lost, searched + seen
         progress.line(f"level {level + 1}: poses searched again over the {plan.resolutions[0]:.1f}-A grid: "
                       f"{lost_count} of {searched} particles ({lost_count / max(searched, 1):.0%}) had lost their "
                       f"pose (under {SEARCH_MASS:.0%} of the posterior within {degrees:.0f} "
@@ -1254,7 +1272,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
             sampled_eval, t_eval = samples_visit(level, heldout_rows, iteration - 1), time.time()
             heldout_best, residual = lv.evaluate_rows(heldout_rows, iteration - 1, 1, volume)
             if sampled_eval and not eval_fresh:  # the first evaluation of a compiled level includes compiling
-                eval_rates = (eval_rates + [(time.time() - t_eval) / len(plan.heldout)])[-5:]
+                eval_rates = (eval_rates + [(time.time() - t_eval) / len(heldout_rows)])[-5:]
             eval_fresh = eval_fresh and not sampled_eval
             host.best_pose[heldout_rows[heldout_rows >= 0]] = heldout_best
             host.best_level[heldout_rows[heldout_rows >= 0]] = level

@@ -179,7 +179,7 @@ def test_a_run_from_before_the_junk_and_amplitude_settings_resumes_as_it_began(f
         np.savez(path, **legacy)
     config = training.as_stored_run(default.get_config(), str(old))
     assert (config.junk.model, config.amplitude.model, config.noise_per_micrograph) == ("off", "off", False)
-    assert tuple(config.sampling.loose_capped_shares) == ()
+    assert tuple(config.sampling.loose_capped_shares) == () and config.sampling.search_again is False
     before = (old / "final.mrc").stat().st_mtime
     run_reconstruct(dataset_dir / "particles.star", old)
     assert (old / "final.mrc").stat().st_mtime == before

@@ -363,3 +363,42 @@ def test_a_pose_is_lost_only_where_the_fresh_posterior_has_left_it():
     state = sampling.FactorState(points=np.stack([dirs[[1, a, 2]]]), log_phi=np.array([[-3.0, -0.1, -5.0]]),
                                  spacing=np.ones(1))
     np.testing.assert_array_equal(sampling.proposal_modes(state), dirs[[a]])
+
+
+def test_restart_lost_replaces_only_the_lost_particles_states():
+    """Six particles, padded to eight rows: 0-2 propose near direction a, 3-4 near a direction 90 degrees away, 5
+    never visited. A fresh posterior peaked at a: particles 3-4 are lost and get the new states and visit time;
+    0-2 and 5 (and the padding) are left exactly as they were."""
+    from recon import training
+
+    dirs = quadrature.fibonacci_sphere(400)
+    a = 17
+    far = int(np.argmin(np.abs(dirs @ dirs[a])))
+    caps = {"directions": 3, "inplane": 2, "shifts": 2}
+    state = sampling.init_state(6, caps)
+    for i in range(5):
+        state.directions.points[i] = dirs[[a if i < 3 else far, 1, 2]]
+        state.directions.log_phi[i] = [-0.1, -4.0, -5.0]
+    state.last_visit[:5] = 7
+    host = training.RunState(best_pose=np.full((6, 3), -1, np.int32), best_level=np.full(6, -1, np.int32),
+                             sampler=state)
+    before = jax.tree_util.tree_map(np.copy, state)
+    rows = np.array([0, 1, 2, 3, 4, 5, -1, -1])
+    post = np.zeros((8, 400))
+    post[:, a] = 1.0
+
+    def new_factors(safe):
+        assert len(safe) == 8 and np.all(safe >= 0)
+        return tuple(sampling.FactorState(points=np.full_like(f.points[safe], 0.5),
+                                          log_phi=np.full_like(f.log_phi[safe], -7.0),
+                                          spacing=np.full_like(f.spacing[safe], 0.3))
+                     for f in (state.directions, state.inplane, state.shifts))
+
+    lost, seen = training.restart_lost(host, rows, post, dirs, 20.0, 30, new_factors)
+    assert (lost, seen) == (2, 5)
+    np.testing.assert_array_equal(host.sampler.last_visit, [7, 7, 7, 30, 30, -1])
+    for f in sampling.FACTORS:
+        now, old = getattr(host.sampler, f), getattr(before, f)
+        np.testing.assert_array_equal(now.log_phi[[0, 1, 2, 5]], old.log_phi[[0, 1, 2, 5]])
+        np.testing.assert_array_equal(now.points[[0, 1, 2, 5]], old.points[[0, 1, 2, 5]])
+        assert np.all(now.log_phi[[3, 4]] == -7.0) and np.all(now.spacing[[3, 4]] == np.float32(0.3))
