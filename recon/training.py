@@ -321,6 +321,7 @@ class RunState:
     level_sampled: dict = dataclasses.field(default_factory=dict)  # str(level) -> "trial", "sampled", "exhaustive"
     level_shares: dict = dataclasses.field(default_factory=dict)  # str(level) -> capped share its slots allow
     searched_levels: list = dataclasses.field(default_factory=list)  # levels whose start searched poses again
+    searched_lost_share: float = 1.0  # the share of particles the latest search found lost
     shift_disks: dict = dataclasses.field(default_factory=dict)  # str(level) -> shift disk radius (A), if widened
     exhaustive_seconds: float = 0.0  # seconds per particle, pose and frequency of the latest exhaustive minibatches
     stopped_at_minutes: float = 0.0  # the stop.max_minutes the run stopped at (0: it did not stop for time)
@@ -363,10 +364,12 @@ def sampler_capacities(config) -> dict:
 
 
 META_KEYS = ("elapsed", "best_rremse", "stale_evaluations", "last_rremse", "done", "draw_slots", "draw_buffers",
-             "level_sampled", "level_shares", "searched_levels", "exhaustive_seconds", "shift_disks", "stopped_at_minutes", "junk_share", "class_shares")
+             "level_sampled", "level_shares", "searched_levels", "searched_lost_share",
+             "exhaustive_seconds", "shift_disks", "stopped_at_minutes", "junk_share", "class_shares")
 SAMPLER_STREAM = 7  # fold_in constant of the sampler's keys (the initial map uses 0)
 SEARCH_MASS = 0.01  # search_again: a proposal mode with less of the coarse posterior near it has lost its pose
 SEARCH_DEGREES = 20.0  # ... near: within this angle, or two steps of the coarse grid if larger
+SEARCH_STOP_SHARE = 0.05  # no more searches once one finds fewer particles lost than this
 TRIAL_STEPS = 4  # sampled minibatches timed (after the compiling one) against the exhaustive sum's cost
 
 
@@ -1073,8 +1076,9 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
     def search_again(level, at_iteration, volume):
         """At a sampled level's start: the poses of the particles this level will visit (and the held-out ones)
         summed over the first level's coarse grid (no gradient) under the current map; those that have lost their
-        pose (``restart_lost``) restart their samplers from the search's posterior. Skipped, with a line, where
-        the search's predicted time (at the exhaustive training rate, which errs long) would pass the limit."""
+        pose (``restart_lost``) restart their samplers from the search's posterior. Not again once a search found
+        under ``SEARCH_STOP_SHARE`` lost; skipped, with a line, where the search's predicted time (at the
+        exhaustive training rate, which errs long) would pass the limit."""
         t0 = time.time()
         coarse = compile_level(0, host.shift_disks.get(str(level)), quiet=True)
         directions = np.asarray(coarse.rule.directions, np.float64)
@@ -1087,6 +1091,8 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
         count = sum(int(np.sum(r >= 0)) for r in rows_list)
         predicted = host.exhaustive_seconds * coarse.work_per_particle * count
         host.searched_levels.append(level)
+        if host.searched_lost_share < SEARCH_STOP_SHARE:
+            return  # the latest search found almost every proposal on its pose: searching again costs, not pays
         if config.stop.max_minutes and time.time() - start_wall + predicted > 60 * config.stop.max_minutes:
             progress.line(f"level {level + 1}: poses not searched again (~{predicted:.0f} s would pass the limit)")
             return
@@ -1098,6 +1104,7 @@ def _run(config, dataset, workdir, mesh, quiet, particles, start_volume, notes) 
                                       lambda safe: coarse.record_exhaustive_fn(res, gather_factors(host.sampler,
                                                                                                    safe))[0])
             lost_count, searched = lost_count + lost, searched + seen
+        host.searched_lost_share = lost_count / max(searched, 1)
         progress.line(f"level {level + 1}: poses searched again over the {plan.resolutions[0]:.1f}-A grid: "
                       f"{lost_count} of {searched} particles ({lost_count / max(searched, 1):.0%}) had lost their "
                       f"pose (under {SEARCH_MASS:.0%} of the posterior within {degrees:.0f} "

@@ -40,7 +40,6 @@ def get_config():
     c.sampling.max_shifts = 8
     c.sampling.s0 = 3.0  # N = 3 ESS draws per factor (uncapped slots)
     c.sampling.adapt_slots = True
-    c.sampling.search_again = True  # particles whose proposals lost their pose restart from a coarse search
     c.sampling.probe_particles = 4
     c.stop.max_iterations = 100_000
     c.output.heldout_every = 25
