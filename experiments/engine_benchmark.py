@@ -10,7 +10,11 @@ memory) of a GroEL-GroES run.
         time each of 30 / 20 / 15 / 10 A was reached, and per level (from metrics.jsonl) particles/s and the fraction
         of poses evaluated.
 
-Both print JSON and save it (--out, default experiments/results/engine_WHAT_cpu.json). Run from the repository
+    python -m experiments.engine_benchmark sampled
+        one minibatch gradient of the sampled likelihood with the minibatch's direction slices shared against one
+        slice per drawn slot, at the slots of a 64-px ribosome run.
+
+Each prints JSON and saves it (--out, default experiments/results/engine_WHAT_cpu.json). Run from the repository
 root; any machine (CPU or one GPU).
 """
 
@@ -30,7 +34,7 @@ from recon.errors import InputError, user_errors_exit
 
 # RESULTS, machine and matmul_rate are shared with experiments.bench and experiments.process_scaling.
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-COMMANDS = ("kernel", "curve")
+COMMANDS = ("kernel", "curve", "sampled")
 FLAGS = flags.FLAGS
 
 
@@ -101,6 +105,52 @@ def kernel(particles: str) -> dict:
     return {"machine": machine(), "matmul_gflops": peak, "levels": rows}
 
 
+# (resolution A, direction, in-plane, shift slots): the slots the plain command's 64-px ribosome run used
+SAMPLED_CASES = [(33.4, 256, 32, 21), (27.9, 128, 32, 32), (23.3, 128, 32, 32), (23.3, 32, 16, 16),
+                 (16.2, 16, 8, 16)]
+
+
+def sampled() -> dict:
+    """One minibatch (200 particles) gradient of the sampled log-likelihood at a 64-px, 5.08 A/px, 132-A-radius
+    grid, every direction's slice shared by the minibatch against one slice per drawn slot (where the level has
+    fewer directions than the minibatch draws), random draws, linear interpolation at 3x: seconds, best of 3."""
+    from recon import likelihood, quadrature
+    from recon.blobs import blob_volume
+    from recon.ctf import CTFParams
+
+    size, pixel, radius, batch = 64, 5.08, 132.0, 200
+    vol = jnp.asarray(blob_volume(size, seed=1)[0], jnp.float32)
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.normal(size=(batch, size, size)).astype(np.float32))
+    ctf = CTFParams(*(jnp.asarray(np.full(batch, v), jnp.float32)
+                      for v in (15000.0, 14000.0, 30.0, 300.0, 2.7, 0.1, 0.0, 0.0, 1.0)))
+    rows = []
+    for res, *slots in SAMPLED_CASES:
+        rule = quadrature.make_quadrature(1 / res, 2 * radius, 45.0, 16.0)
+        grid = likelihood.make_grid(size, pixel, rule, 1 / res)
+        sizes = [len(rule.directions), len(rule.inplane_degrees), len(rule.shifts_angstrom)]
+        slots = [min(k, m) for k, m in zip(slots, sizes)]
+        picks = [np.stack([np.sort(rng.choice(m, k, replace=False)) for _ in range(batch)])
+                 for m, k in zip(sizes, slots)]
+        samples = likelihood.SampleSet(*(jnp.asarray(a) for p in picks for a in (p, np.zeros(p.shape, np.float32))))
+        chunk = likelihood.sampled_chunk_size(batch, tuple(slots), grid.freqs.shape[0], 12_000_000)
+        row = {"resolution_angstrom": res, "grid": sizes, "slots": slots, "frequencies": int(grid.freqs.shape[0]),
+               "shared_by_default": likelihood.shares_slices(sizes[0], batch, slots[0], grid.freqs.shape[0])}
+        for share in (False, True):
+            f = jax.jit(jax.grad(lambda v, share=share: jnp.sum(likelihood.sampled_log_marginals(
+                v, images, ctf, samples, grid, pixel, chunk, False, "linear", 3, share_slices=share).log_marginal)))
+            jax.block_until_ready(f(vol))
+            times = []
+            for _ in range(3):
+                t0 = time.time()
+                jax.block_until_ready(f(vol))
+                times.append(time.time() - t0)
+            row["seconds_shared" if share else "seconds_per_slot"] = round(min(times), 3)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"machine": machine(), "batch": batch, "cases": rows}
+
+
 def unpack_snapshots(folder: str, pixel: float) -> str:
     """A workdir (metrics.jsonl, maps/iter_*.mrc, final.mrc) rebuilt from the files that
     experiments/gpu_paper_sized.sh brings back (snapshots_*.npz, final_map.npz, metrics.jsonl)."""
@@ -168,6 +218,8 @@ def main(argv):
     what = argv[1]
     if what == "kernel":
         result = kernel(FLAGS.particles)
+    elif what == "sampled":
+        result = sampled()
     else:
         result = curve(FLAGS.truth, FLAGS.workdir, FLAGS.snapshots, FLAGS.max_points)
     os.makedirs(RESULTS, exist_ok=True)

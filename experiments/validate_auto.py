@@ -162,8 +162,15 @@ ASYMMETRIC = {"ribosome_64", "ribosome_64_1k"}  # sets whose poses are compared 
 
 def pose_agreement(true_angles_degrees: np.ndarray, run_angles_degrees: np.ndarray) -> dict:
     """Share of particles whose pose (RELION Euler angles ``(N, 3)``) lies within 10 / 20 / 45 degrees of its true
-    pose, after the one rotation between the run's frame and the truth's (the consensus of ``R_run^T R_true`` over
-    particles: the most popular of 50 candidates, refined by the mean of its inliers). For sets without symmetry."""
+    pose (:func:`pose_errors_degrees`)."""
+    errors = pose_errors_degrees(true_angles_degrees, run_angles_degrees)
+    return {f"within_{d}_degrees": float(np.mean(errors < d)) for d in (10, 20, 45)}
+
+
+def pose_errors_degrees(true_angles_degrees: np.ndarray, run_angles_degrees: np.ndarray) -> np.ndarray:
+    """Each particle's angle between its pose and its true pose, after the one rotation between the run's frame and
+    the truth's (the consensus of ``R_run^T R_true`` over particles: the most popular of 50 candidates, refined by
+    the mean of its inliers), of the hand that fits more particles. For sets without symmetry."""
     from recon import conventions
 
     def matrices(angles):
@@ -186,7 +193,7 @@ def pose_agreement(true_angles_degrees: np.ndarray, run_angles_degrees: np.ndarr
         a = angles(g)
         if best is None or np.mean(a < 10) > np.mean(best < 10):
             best = a
-    return {f"within_{d}_degrees": float(np.mean(best < d)) for d in (10, 20, 45)}
+    return best
 
 
 def score(name: str) -> dict:
