@@ -2,7 +2,7 @@
 
 A sum of isotropic 3D Gaussians projects along any axis to a sum of 2D Gaussians in closed form, so the Fourier
 slice and the real-space projection (recon/projection.py) can be checked against exact line integrals. Used by the
-tests and by experiments/foundations_accuracy.py. Pixel centres follow recon/conventions.py (index ``D // 2``).
+tests and by the forward-model accuracy benchmark. Pixel centres follow recon/conventions.py (index ``D // 2``).
 """
 
 from __future__ import annotations

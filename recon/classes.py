@@ -7,17 +7,14 @@ gradient with respect to ``V_c`` is the one-class gradient times the image's res
 is the mean class responsibility of the particles' latest visits, each share kept at least
 ``class_mixture.min_share`` (then renormalised), one EM step per minibatch.
 
-How the maps part. From separate random starts the maps are not equally good, and the better one takes every
-particle at once (seen on a 50/50 two-state set: the other class's share fell to its floor within the first level
-and never rose). So, as RELION's 3D classification starts its classes from one reference and random subsets of the
-particles: through the first ``class_mixture.tied_fraction`` of the levels the maps are one (one random start,
+How the maps part. From separate random starts the better map takes every particle at once, so, as RELION's 3D
+classification starts its classes from one reference and random subsets of the particles: through the first ``class_mixture.tied_fraction`` of the levels the maps are one (one random start,
 each map stepping along the mean of their gradients: a one-class reconstruction), then for
 ``class_mixture.random_split_levels`` levels each particle trains only its own class (a seeded random assignment:
 the other classes' log prior is ``EXCLUDED``), so that the maps part as fits to different shares of the data, in
 one frame; the class posteriors decide from then on. The class log-likelihoods are recorded throughout.
 
-Optionally (``class_mixture.beta_start < 1``; off by default: on a two-state test set every map then fitted the
-consensus and the classes never parted) the objective is tempered as cryoSPARC anneals its class similarity:
+Optionally (``class_mixture.beta_start < 1``; off by default) the objective is tempered as cryoSPARC anneals its class similarity:
 ``L_beta(I) = (1 / beta) logsumexp_c [log pi_c + beta log p(I | V_c)]``, whose gradient weights class ``c`` by
 ``softmax_c(log pi_c + beta log p(I | V_c))``; ``beta`` rises geometrically to 1 over the first
 ``class_mixture.anneal_fraction`` of the schedule (:func:`beta_at`).

@@ -9,7 +9,7 @@ from recon.configs import paper
 
 
 def groel_64(c):
-    """``c`` set for GroEL-GroES at 64 x 64, 5.6 A/px (the demo's data and the 64-px experiments')."""
+    """``c`` set for GroEL-GroES at 64 x 64, 5.6 A/px (the demo's data and the 64-px benchmark configs')."""
     c.particle_radius_angstrom = 120.0  # GroEL-GroES reaches 115 A from its centre
     c.quadrature.max_shift_angstrom = 25.0
     c.remat = False  # the 64^3 problem fits in memory: skip the recomputation
