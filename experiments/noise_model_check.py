@@ -13,12 +13,12 @@ import json
 import os
 import tempfile
 
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
 from experiments.engine_benchmark import machine
-from recon import baselines, cli, conventions, density, likelihood, noise, quadrature, symmetry, synthesis
+from experiments.pose_search import most_probable_rotations
+from recon import cli, conventions, density, likelihood, noise, quadrature, symmetry, synthesis
 from recon.data import open_dataset
 from recon.errors import user_errors_exit
 from recon.io import atomic, metadata
@@ -30,17 +30,13 @@ C7 = symmetry.group_matrices("C7")
 
 def pose_errors(dataset, volume, grid, rule, pixel) -> np.ndarray:
     """Angle (degrees) between each particle's most probable rotation under ``volume`` and its true one."""
+    rows = np.arange(len(dataset))
+    best = most_probable_rotations(dataset, volume, rows, grid, rule, pixel)
+    truth = conventions.euler_to_matrix(dataset.meta.angles_degrees[rows])
     errors = []
-    for start in range(0, len(dataset), 50):
-        rows = np.arange(start, min(start + 50, len(dataset)))
-        images = jnp.asarray(dataset.images(rows))
-        ctf = likelihood.CTFParams(*(jnp.asarray(f, jnp.float32) for f in dataset.ctf(rows)))
-        idx, _ = likelihood.batch_top_poses(jnp.asarray(volume), images, ctf, grid, pixel, 1, 25, "linear", 3)
-        best, _ = baselines.pose_parameters(rule, np.asarray(idx)[:, 0])
-        truth = conventions.euler_to_matrix(dataset.meta.angles_degrees[rows])
-        for b, t in zip(best, truth):  # the nearest of the true pose's C7 mates (GroEL-GroES is near C7)
-            cos = [(np.trace(b.T @ (t @ g)) - 1) / 2 for g in C7]
-            errors.append(float(np.degrees(np.arccos(np.clip(max(cos), -1, 1)))))
+    for b, t in zip(best, truth):  # the nearest of the true pose's C7 mates (GroEL-GroES is near C7)
+        cos = [(np.trace(b.T @ (t @ g)) - 1) / 2 for g in C7]
+        errors.append(float(np.degrees(np.arccos(np.clip(max(cos), -1, 1)))))
     return np.array(errors)
 
 

@@ -29,19 +29,25 @@ from recon.io import atomic, metadata, mrc
 FLAGS = flags.FLAGS
 
 
-def exhaustive_poses(dataset, volume, rows, grid_angstrom, band_angstrom, radius, disk, sigma, pixel):
-    """RELION Euler angles (degrees) of the most probable pose of each of ``rows``, every pose of the grid summed."""
-    rule = quadrature.make_quadrature(1.0 / grid_angstrom, 2.0 * radius, disk, sigma)
-    grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / band_angstrom, dataset.noise_power)
-    angles = []
+def most_probable_rotations(dataset, volume, rows, grid, rule, pixel) -> np.ndarray:
+    """RELION matrices ``(n, 3, 3)`` of the most probable pose of each of ``rows`` under ``volume``, every pose of
+    ``rule`` summed over ``grid``'s frequencies (linear interpolation at 3x), 50 particles at a time."""
+    out = []
     for start in range(0, len(rows), 50):
         r = rows[start:start + 50]
         ctf = likelihood.CTFParams(*(jnp.asarray(f, jnp.float32) for f in dataset.ctf(r)))
         idx, _ = likelihood.batch_top_poses(jnp.asarray(volume), jnp.asarray(dataset.images(r)), ctf, grid, pixel, 1,
                                             10, "linear", 3)
-        best, _ = baselines.pose_parameters(rule, np.asarray(idx)[:, 0])
-        angles += [conventions.matrix_to_euler(m) for m in best]
-    return np.array(angles), len(rule.directions)
+        out.append(baselines.pose_parameters(rule, np.asarray(idx)[:, 0])[0])
+    return np.concatenate(out)
+
+
+def exhaustive_poses(dataset, volume, rows, grid_angstrom, band_angstrom, radius, disk, sigma, pixel):
+    """RELION Euler angles (degrees) of the most probable pose of each of ``rows``, every pose of the grid summed."""
+    rule = quadrature.make_quadrature(1.0 / grid_angstrom, 2.0 * radius, disk, sigma)
+    grid = likelihood.make_grid(dataset.box_size, pixel, rule, 1.0 / band_angstrom, dataset.noise_power)
+    matrices = most_probable_rotations(dataset, volume, rows, grid, rule, pixel)
+    return np.array([conventions.matrix_to_euler(m) for m in matrices]), len(rule.directions)
 
 
 @user_errors_exit
